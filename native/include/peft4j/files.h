@@ -1,0 +1,24 @@
+// Small file helpers shared by every reader and writer: whole-file reads with clear errors, and atomic
+// writes (temporary file in the same directory, fsync, rename, fsync of the directory).
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace peft4j::io {
+
+std::string read_text_file(const std::string& path);
+nlohmann::json read_json_file(const std::string& path);  // Error(Format) naming the file and the parse error
+
+bool is_directory(const std::string& path);
+bool is_regular_file(const std::string& path);
+std::string join_path(const std::string& dir, const std::string& name);
+
+// Calls `write(fd)` on a temporary file beside `path`, then makes it `path` atomically. If `write` throws,
+// the temporary file is removed and `path` is untouched. `write` uses write_all().
+void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write);
+void write_all(int fd, const void* data, size_t size, const std::string& path);
+void write_text_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace peft4j::io

@@ -1,0 +1,110 @@
+#include "peft4j/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "peft4j/error.h"
+
+namespace peft4j::io {
+
+namespace {
+std::string errno_text() { return std::strerror(errno); }
+
+std::string parent_dir(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+}  // namespace
+
+std::string read_text_file(const std::string& path) {
+  if (is_directory(path)) fail(ErrorKind::InvalidArgument, "'" + path + "' is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorKind::NotFound, "cannot open '" + path + "': " + errno_text());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail(ErrorKind::Io, "cannot read '" + path + "': " + errno_text());
+  return text.str();
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::string text = read_text_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(ErrorKind::Format, "'" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string join_path(const std::string& dir, const std::string& name) {
+  if (dir.empty()) return name;
+  return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+void write_all(int fd, const void* data, size_t size, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(ErrorKind::Io, "cannot write '" + path + "': " + errno_text());
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write) {
+  if (is_directory(path)) fail(ErrorKind::InvalidArgument, "cannot write '" + path + "': it is a directory");
+  std::string dir = parent_dir(path);
+  if (!is_directory(dir)) fail(ErrorKind::NotFound, "cannot write '" + path + "': directory '" + dir + "' does not exist");
+  static std::atomic<unsigned> counter{0};
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(ErrorKind::Io, "cannot create '" + tmp + "': " + errno_text());
+  try {
+    write(fd);
+    if (::fsync(fd) != 0) fail(ErrorKind::Io, "cannot sync '" + tmp + "': " + errno_text());
+    if (::close(fd) != 0) {
+      fd = -1;
+      fail(ErrorKind::Io, "cannot close '" + tmp + "': " + errno_text());
+    }
+    fd = -1;
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail(ErrorKind::Io, "cannot rename '" + tmp + "' to '" + path + "': " + errno_text());
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // The rename is durable only once the directory entry is.
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void write_text_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, [&](int fd) { write_all(fd, text.data(), text.size(), path); });
+}
+
+}  // namespace peft4j::io
