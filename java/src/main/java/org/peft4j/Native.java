@@ -1,0 +1,26 @@
+package org.peft4j;
+
+import java.util.function.Supplier;
+
+/** The boundary to the generated JavaCPP classes: every native call goes through here. */
+final class Native {
+    private Native() {}
+
+    static <T> T call(Supplier<T> body) {
+        try {
+            return body.get();
+        } catch (PeftException e) {
+            throw e;
+        } catch (RuntimeException e) {
+            // JavaCPP rethrows the facade's std::runtime_error as a plain RuntimeException.
+            throw PeftException.fromNative(e);
+        }
+    }
+
+    static void run(Runnable body) {
+        call(() -> {
+            body.run();
+            return null;
+        });
+    }
+}

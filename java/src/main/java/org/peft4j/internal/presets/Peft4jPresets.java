@@ -1,0 +1,24 @@
+package org.peft4j.internal.presets;
+
+import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.Properties;
+import org.bytedeco.javacpp.tools.Info;
+import org.bytedeco.javacpp.tools.InfoMap;
+import org.bytedeco.javacpp.tools.InfoMapper;
+
+/**
+ * JavaCPP presets over the torch-free facade {@code native/api/peft4j_api.h}. The generated class
+ * {@code org.peft4j.internal.Peft4jNative} is build output; the public API wraps it.
+ */
+@Properties(
+        target = "org.peft4j.internal.Peft4jNative",
+        value = @Platform(include = "peft4j_api.h", link = "peft4j_core"))
+public class Peft4jPresets implements InfoMapper {
+    @Override
+    public void map(InfoMap infoMap) {
+        // Opaque pimpl state never crosses into Java.
+        // Strings cross as java.lang.String in both directions.
+        infoMap.put(new Info("std::string").annotations("@StdString").valueTypes("String").pointerTypes("BytePointer"));
+        infoMap.put(new Info("peft4j::api::TensorState", "peft4j::api::TensorMapState", "peft4j::api::Access").skip());
+    }
+}
