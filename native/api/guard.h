@@ -1,8 +1,6 @@
 // The facade's exception boundary: every C++ exception leaves as std::runtime_error("KIND: message").
 #pragma once
 
-#include <c10/util/Exception.h>
-
 #include <stdexcept>
 #include <string>
 
@@ -18,11 +16,15 @@ auto guard(F&& body) -> decltype(body()) {
     return body();
   } catch (const Error& e) {
     throw std::runtime_error(std::string(error_kind_name(e.kind())) + ": " + e.what());
-  } catch (const c10::Error& e) {
-    // what_without_backtrace: the C++ stack of libtorch means nothing to a Java user.
-    throw std::runtime_error(std::string("TORCH: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error("INTERNAL: out of memory");
   } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("INTERNAL: ") + e.what());
+    // The core raises only peft4j::Error on purpose; anything else came from libtorch (c10::Error, or the
+    // std::runtime_error that Debian's build throws from TORCH_CHECK). Drop any C++ backtrace in the message.
+    std::string message = e.what();
+    auto backtrace = message.find("\nException raised from");
+    if (backtrace != std::string::npos) message.resize(backtrace);
+    throw std::runtime_error("TORCH: " + message);
   } catch (...) {
     throw std::runtime_error("INTERNAL: unknown native exception");
   }

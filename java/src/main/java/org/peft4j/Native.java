@@ -1,10 +1,17 @@
 package org.peft4j;
 
 import java.util.function.Supplier;
+import org.bytedeco.javacpp.Loader;
+import org.peft4j.internal.Peft4jNative;
 
 /** The boundary to the generated JavaCPP classes: every native call goes through here. */
 final class Native {
     private Native() {}
+
+    /** Loads the core and the JNI library from the jar (JavaCPP extracts them to its cache). */
+    static void load() {
+        Loader.load(Peft4jNative.class);
+    }
 
     static <T> T call(Supplier<T> body) {
         try {

@@ -10,6 +10,11 @@ import org.bytedeco.javacpp.Pointer;
 public abstract class NativeResource implements AutoCloseable {
     private static final Cleaner CLEANER = Cleaner.create();
 
+    static {
+        // JavaCPP's own pointer classes (FloatPointer, ...) need the native library before first use.
+        Native.load();
+    }
+
     private final Pointer handle;
     private final Cleaner.Cleanable cleanable;
     private final String what;
