@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <limits>
+
 #define PEFT4J_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
@@ -21,6 +23,32 @@ inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Te
   if (mask.defined()) scores = scores + mask;
   return at::matmul(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), v);
 #endif
+}
+
+// Attention under a boolean mask (true = attend, broadcastable to [B, H, Tq, Tk]; undefined = attend to all).
+// A query row that may attend to no key (a padding position under left padding) yields zeros, as SDPA does
+// from torch 2.5 on; earlier versions and the composed 1.13 path would give NaN there. Attention dropout with
+// probability `dropout_p` (training only; callers pass 0 in eval mode).
+inline at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& allowed, double scale, double dropout_p = 0.0) {
+  at::Tensor has_key;
+  at::Tensor additive;
+  if (allowed.defined()) {
+    has_key = allowed.any(-1, /*keepdim=*/true);
+    // Fully masked rows attend to everything (finite result) and are zeroed afterwards.
+    additive = at::zeros(allowed.sizes(), q.options())
+                   .masked_fill(allowed.logical_not().logical_and(has_key), -std::numeric_limits<double>::infinity());
+  }
+  at::Tensor out;
+  if (dropout_p > 0.0) {
+    at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+    if (additive.defined()) scores = scores + additive;
+    at::Tensor weights = at::dropout(at::softmax(scores, -1, at::kFloat), dropout_p, /*train=*/true);
+    out = at::matmul(weights.to(q.scalar_type()), v);
+  } else {
+    out = scaled_dot_product_attention(q, k, v, additive, scale);
+  }
+  return has_key.defined() ? out.masked_fill(has_key.logical_not(), 0) : out;
 }
 
 }  // namespace peft4j::compat

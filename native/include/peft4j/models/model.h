@@ -5,6 +5,9 @@
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <functional>
 #include <map>
@@ -13,6 +16,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "peft4j/error.h"
 
 namespace peft4j::models {
 
@@ -79,6 +84,70 @@ class Model : public torch::nn::Module {
   // Checkpoint keys that may be absent or present without error because HF ties or recomputes them
   // (a tied lm_head.weight, rotary inv_freq buffers, T5's encoder/decoder embed_tokens copies of "shared").
   virtual bool is_optional_key(const std::string& key) const { return false; }
+};
+
+// A module whose forward maps one tensor to one tensor (a projection, an embedding, a norm, the LM head).
+// Tuners swap a model's child for a wrapper with torch::nn::Module::replace_module(name, wrapper), as PEFT
+// replaces "q_proj" with a LoRA layer; the wrapper implements this interface. Models therefore look such a
+// child up by its registered name at every call (forward_child), so the replacement takes effect.
+class TensorModule {
+ public:
+  virtual ~TensorModule() = default;
+  virtual at::Tensor forward(const at::Tensor& input) = 0;
+};
+
+// Calls a TensorModule, or one of torch's Linear, Embedding and LayerNorm.
+inline at::Tensor forward_module(torch::nn::Module& module, const at::Tensor& input) {
+  if (auto* m = dynamic_cast<TensorModule*>(&module)) return m->forward(input);
+  if (auto* m = dynamic_cast<torch::nn::LinearImpl*>(&module)) return m->forward(input);
+  if (auto* m = dynamic_cast<torch::nn::EmbeddingImpl*>(&module)) return m->forward(input);
+  if (auto* m = dynamic_cast<torch::nn::LayerNormImpl*>(&module)) return m->forward(input);
+  fail(ErrorKind::Internal, "module " + module.name() + " has no one-tensor forward");
+}
+
+// Calls the child registered under `name` in `parent` now, whatever a tuner replaced it with.
+inline at::Tensor forward_child(const torch::nn::Module& parent, const std::string& name, const at::Tensor& input) {
+  auto children = parent.named_children();
+  const std::shared_ptr<torch::nn::Module>* child = children.find(name);
+  if (!child) fail(ErrorKind::NotFound, "module " + parent.name() + " has no child '" + name + "'");
+  return forward_module(**child, input);
+}
+
+// The causal attention mask of transformers' create_causal_mask / create_sliding_window_causal_mask as a boolean
+// tensor [B or 1, 1, T, P + T] (true = attend). Query t sits at key index P + t and attends to key j when
+// j <= P + t, attention_mask[b, j] != 0 (when given: [B, P + T], covering the past too) and, with a window W,
+// j > P + t - W. Indices are positions in the key sequence, padding included, as in transformers.
+inline at::Tensor causal_attention_mask(int64_t batch, int64_t query_length, int64_t past_length,
+                                        const at::Tensor& attention_mask, std::optional<int64_t> sliding_window,
+                                        const at::Device& device) {
+  const int64_t key_length = past_length + query_length;
+  auto index_options = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor query_index = at::arange(query_length, index_options).unsqueeze(1) + past_length;
+  at::Tensor key_index = at::arange(key_length, index_options).unsqueeze(0);
+  at::Tensor allowed = key_index.le(query_index);
+  if (sliding_window) allowed = allowed.logical_and(key_index.gt(query_index - *sliding_window));
+  allowed = allowed.view({1, 1, query_length, key_length});
+  if (!attention_mask.defined()) return allowed;
+  if (attention_mask.dim() != 2 || attention_mask.size(0) != batch || attention_mask.size(1) != key_length)
+    fail(ErrorKind::InvalidArgument,
+         "attention_mask must have shape [" + std::to_string(batch) + ", " + std::to_string(key_length) +
+             "] (batch, past length " + std::to_string(past_length) + " + input length " +
+             std::to_string(query_length) + "), got " + c10::str(attention_mask.sizes()));
+  return allowed.logical_and(attention_mask.to(device).ne(0).view({batch, 1, 1, key_length}));
+}
+
+// HF's tie_word_embeddings: an nn.Linear without bias whose "weight" is the given tensor itself (same
+// TensorImpl), so the one parameter appears under both names, as in HF's module tree, and stays shared through
+// loading and dtype/device changes. Callers dedupe parameters by identity where counts matter.
+class TiedLinearImpl : public torch::nn::LinearImpl {
+ public:
+  explicit TiedLinearImpl(const at::Tensor& weight)
+      : torch::nn::LinearImpl(torch::nn::LinearOptions(1, 1).bias(false)) {
+    // Constructed 1x1 so that no full-size weight is allocated and initialised only to be dropped.
+    options.in_features(weight.size(1)).out_features(weight.size(0));
+    this->weight = weight;
+    parameters_["weight"] = weight;
+  }
 };
 
 using ModelFactory = std::function<std::shared_ptr<Model>(const nlohmann::json& config)>;
