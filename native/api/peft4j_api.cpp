@@ -4,6 +4,7 @@
 
 #include "guard.h"
 #include "peft4j/inspect.h"
+#include "peft4j/parity.h"
 #include "peft4j/safetensors.h"
 
 namespace peft4j::api {
@@ -175,6 +176,40 @@ void writeSafetensors(const std::string& path, const TensorMapHandle& tensors) {
     io::write_safetensors(path, state.tensors, state.metadata);
   });
 }
+
+struct ParityState {
+  std::unique_ptr<parity::Runner> runner;
+};
+
+ParityRunHandle::ParityRunHandle(const std::string& dir, const std::string& cases) {
+  state_ = guard([&] {
+    std::vector<std::string> only;
+    std::stringstream list(cases);
+    for (std::string name; std::getline(list, name, ',');)
+      if (!name.empty()) only.push_back(name);
+    auto state = std::make_shared<ParityState>();
+    state->runner = std::make_unique<parity::Runner>(dir, only);
+    return state;
+  });
+}
+int64_t ParityRunHandle::caseCount() const { return static_cast<int64_t>(state_->runner->cases().size()); }
+std::string ParityRunHandle::caseName(int64_t index) const {
+  return guard([&] {
+    if (index < 0 || index >= caseCount()) fail(ErrorKind::InvalidArgument, "case index out of range");
+    return state_->runner->cases()[index];
+  });
+}
+std::string ParityRunHandle::runCase(int64_t index) {
+  return guard([&] {
+    std::string lines;
+    for (const auto& result : state_->runner->run_case(caseName(index))) lines += result.line() + "\n";
+    return lines;
+  });
+}
+int ParityRunHandle::passed() const { return state_->runner->passed(); }
+int ParityRunHandle::failed() const { return state_->runner->failed(); }
+int ParityRunHandle::skipped() const { return state_->runner->skipped(); }
+std::string ParityRunHandle::summary() const { return state_->runner->summary(); }
 
 std::string inspect(const std::string& path) { return guard([&] { return io::inspect(path); }); }
 

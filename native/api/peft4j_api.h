@@ -14,6 +14,7 @@ namespace api {
 
 struct TensorState;
 struct TensorMapState;
+struct ParityState;
 
 // Runtime facts: sets up threads on first call of any facade function.
 std::string version();
@@ -68,6 +69,25 @@ class TensorMapHandle {
 
 TensorMapHandle readSafetensors(const std::string& path);
 void writeSafetensors(const std::string& path, const TensorMapHandle& tensors);
+
+// The parity runner over a directory of reference cases (python-parity/README.md): Java drives it case by
+// case so that lines appear as they are produced.
+class ParityRunHandle {
+ public:
+  // `cases` is a comma-separated list of case names; empty runs every case.
+  ParityRunHandle(const std::string& dir, const std::string& cases);
+  int64_t caseCount() const;
+  std::string caseName(int64_t index) const;
+  // Runs one case and returns its lines ("PASS case check", ...), newline-separated.
+  std::string runCase(int64_t index);
+  int passed() const;
+  int failed() const;
+  int skipped() const;
+  std::string summary() const;
+
+ private:
+  std::shared_ptr<ParityState> state_;
+};
 
 // The text `peft4j inspect PATH` prints.
 std::string inspect(const std::string& path);

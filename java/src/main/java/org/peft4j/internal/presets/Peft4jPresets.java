@@ -19,6 +19,6 @@ public class Peft4jPresets implements InfoMapper {
         // Opaque pimpl state never crosses into Java.
         // Strings cross as java.lang.String in both directions.
         infoMap.put(new Info("std::string").annotations("@StdString").valueTypes("String").pointerTypes("BytePointer"));
-        infoMap.put(new Info("peft4j::api::TensorState", "peft4j::api::TensorMapState", "peft4j::api::Access").skip());
+        infoMap.put(new Info("peft4j::api::TensorState", "peft4j::api::TensorMapState", "peft4j::api::ParityState", "peft4j::api::Access").skip());
     }
 }
