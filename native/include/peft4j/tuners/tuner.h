@@ -1,0 +1,129 @@
+// The tuner architecture shared by every PEFT method, as in HF PEFT: a config (PEFT's adapter_config.json,
+// same field names), a layer that wraps a target module, and the model-level injection (PeftModel) that finds
+// targets and replaces them. A registry maps peft_type to its Tuner.
+//
+// In the unified view (He et al., ICLR 2022) a method computes a modification of one hidden state. For layer
+// methods that hidden state is the output of the wrapped module: AdapterLayer::apply() turns the running result
+// into the adapted one (parallel: result + Δh; rescaling or gating: f(result)), so the shared forward handles
+// active adapters, disabling, merging and mixed batches for every method.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "peft4j/models/model.h"
+
+namespace peft4j::tuners {
+
+// What every adapter layer of one PeftModel reads at forward time.
+struct AdapterState {
+  std::vector<std::string> active;                        // adapters that act, in order
+  bool disabled = false;                                  // PEFT's disable_adapter(): the base model alone
+  const std::vector<std::string>* row_adapters = nullptr;  // mixed batch: one adapter name (or "__base__") per row
+};
+
+// PEFT's nn.ModuleDict / nn.ParameterDict keyed by adapter name, so that keys read
+// "q_proj.lora_A.default.weight" (a module per adapter) or "embed_tokens.lora_embedding_A.default" (a tensor).
+class AdapterDict : public torch::nn::Module {
+ public:
+  void put_module(const std::string& adapter, std::shared_ptr<torch::nn::Module> module);
+  void put_parameter(const std::string& adapter, const at::Tensor& value);
+  bool contains(const std::string& adapter) const;
+  void remove(const std::string& adapter);
+  torch::nn::Module& module(const std::string& adapter) const;
+  at::Tensor parameter(const std::string& adapter) const;
+  // Parameters of one adapter: its module's parameters or its tensor.
+  std::vector<at::Tensor> adapter_parameters(const std::string& adapter) const;
+};
+
+// PEFT's BaseTunerLayer: wraps the target module, registered as "base_layer", and adds adapters beside it.
+class AdapterLayer : public torch::nn::Module, public models::TensorModule {
+ public:
+  // `base_name` is the wrapped module's child name: "base_layer" for tuner layers, "original_module" for
+  // modules_to_save, as in PEFT's state dicts.
+  AdapterLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+               std::string base_name = "base_layer");
+
+  virtual std::string peft_type() const = 0;
+  virtual bool has_adapter(const std::string& adapter) const = 0;
+  // result -> adapted result for one adapter; x is the layer input.
+  virtual at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) = 0;
+
+  // Merging folds an adapter into the base weight. Methods that cannot merge keep these defaults, which
+  // raise Error(Unsupported) naming the method.
+  virtual bool can_merge() const { return false; }
+  void merge(const std::vector<std::string>& adapters);
+  void unmerge();
+  const std::vector<std::string>& merged_adapters() const { return merged_; }
+
+  // Removes an adapter: its entries in every AdapterDict child plus the method's own bookkeeping.
+  void delete_adapter(const std::string& adapter);
+
+  // Whether any adapter is left (a layer without adapters is unwrapped).
+  bool empty() const;
+
+  // The module the layer wraps, its child name, and its forward.
+  std::shared_ptr<torch::nn::Module> base_layer() const;
+  const std::string& base_name() const { return base_name_; }
+  at::Tensor base_forward(const at::Tensor& x) const;
+
+  at::Tensor forward(const at::Tensor& x) override;
+
+ protected:
+  virtual void merge_adapter(const std::string& adapter);
+  virtual void unmerge_adapter(const std::string& adapter);
+  virtual void forget_adapter(const std::string& adapter) {}
+  // Active adapters acting on x, base output first; mixed batches route rows to their adapter.
+  virtual at::Tensor adapted_forward(const at::Tensor& x);
+  at::Tensor mixed_forward(const at::Tensor& x, const std::vector<std::string>& row_adapters);
+
+  std::shared_ptr<AdapterState> state_;
+  std::vector<std::string> merged_;
+
+ private:
+  std::string base_name_;
+};
+
+// How a method's layers are built and initialised for one adapter.
+struct InjectContext {
+  std::string adapter;             // adapter name
+  nlohmann::json config;           // normalised config (PEFT's fields, defaults filled)
+  std::string key;                 // module path relative to the base model, e.g. "model.layers.0.self_attn.q_proj"
+  std::shared_ptr<AdapterState> state;
+  bool initialise = true;          // false when weights will be loaded right after (values are then irrelevant)
+};
+
+class Tuner {
+ public:
+  virtual ~Tuner() = default;
+  virtual std::string peft_type() const = 0;
+  // PEFT's config with PEFT's defaults filled for absent fields; unknown fields are kept; a value peft4j cannot
+  // honour is rejected by field name (Error(Unsupported) or Error(InvalidArgument)).
+  virtual nlohmann::json normalize_config(const nlohmann::json& config) const = 0;
+  // Whether `module` can be wrapped by this method (type check after name matching).
+  virtual bool can_wrap(const torch::nn::Module& module) const = 0;
+  // Adds the adapter to `target`: wraps it in a new layer, or extends it when it already is this method's
+  // layer. Returns the module that now sits at the target's place.
+  virtual std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                                    const InjectContext& context) const = 0;
+  // PEFT's checkpoint key for a model key (the adapter name removed); methods with renamed keys override.
+  virtual std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const;
+  // Rejects configs that cannot apply to the model, before any module is touched.
+  virtual void check_model(const nlohmann::json& config, models::Model& model) const {}
+};
+
+// Registry: each method's .cpp registers its Tuner from a static initialiser.
+bool register_tuner(std::shared_ptr<const Tuner> tuner);
+const Tuner& tuner_for(const std::string& peft_type);  // Error(Unsupported) listing the known types
+std::vector<std::string> registered_tuners();
+
+// PEFT's _remove_adapter_name_from_state_dict_key.
+std::string remove_adapter_name(const std::string& key, const std::string& adapter);
+
+}  // namespace peft4j::tuners

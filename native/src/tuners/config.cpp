@@ -1,0 +1,218 @@
+#include "peft4j/tuners/config.h"
+
+#include <regex>
+#include <set>
+
+#include "peft4j/error.h"
+#include "peft4j/models/conv1d.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+std::string where(const nlohmann::json& config, const std::string& field) {
+  std::string type = config.is_object() && config.contains("peft_type") && config["peft_type"].is_string()
+                         ? config["peft_type"].get<std::string>()
+                         : std::string("adapter");
+  return type + " config field '" + field + "'";
+}
+
+const nlohmann::json* present(const nlohmann::json& config, const std::string& field) {
+  if (!config.is_object()) return nullptr;
+  auto it = config.find(field);
+  if (it == config.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+bool is_linear_like(const torch::nn::Module& m) {
+  return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m);
+}
+
+bool ends_with_component(const std::string& key, const std::string& name) {
+  return key == name || (key.size() > name.size() && key.compare(key.size() - name.size(), name.size(), name) == 0 &&
+                         key[key.size() - name.size() - 1] == '.');
+}
+
+// PEFT finds the layer index as the first number after one path component (or after layers_pattern).
+std::optional<int64_t> layer_index(const std::string& key, const std::optional<std::vector<std::string>>& patterns) {
+  std::smatch m;
+  if (!patterns || patterns->empty()) {
+    static const std::regex any(R"(^.*?\.[^.]*\.(\d+)\.)");
+    if (std::regex_search(key, m, any)) return std::stoll(m[1]);
+    return std::nullopt;
+  }
+  for (const auto& pattern : *patterns) {
+    std::regex re("^.*?\\." + pattern + "\\.(\\d+)\\.");
+    if (std::regex_search(key, m, re)) return std::stoll(m[1]);
+  }
+  return std::nullopt;
+}
+
+bool full_match(const std::string& pattern, const std::string& key, const std::string& field) {
+  try {
+    return std::regex_match(key, std::regex(pattern));
+  } catch (const std::regex_error& e) {
+    fail(ErrorKind::InvalidArgument, field + " is not a valid regular expression: '" + pattern + "'");
+  }
+}
+
+}  // namespace
+
+int64_t config_int(const nlohmann::json& config, const std::string& field, int64_t fallback) {
+  const auto* v = present(config, field);
+  if (!v) return fallback;
+  if (!v->is_number_integer() && !(v->is_number_float() && v->get<double>() == static_cast<int64_t>(v->get<double>())))
+    fail(ErrorKind::InvalidArgument, where(config, field) + " must be an integer, got " + v->dump());
+  return v->is_number_integer() ? v->get<int64_t>() : static_cast<int64_t>(v->get<double>());
+}
+
+double config_double(const nlohmann::json& config, const std::string& field, double fallback) {
+  const auto* v = present(config, field);
+  if (!v) return fallback;
+  if (!v->is_number()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a number, got " + v->dump());
+  return v->get<double>();
+}
+
+bool config_bool(const nlohmann::json& config, const std::string& field, bool fallback) {
+  const auto* v = present(config, field);
+  if (!v) return fallback;
+  if (!v->is_boolean()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be true or false, got " + v->dump());
+  return v->get<bool>();
+}
+
+std::string config_string(const nlohmann::json& config, const std::string& field, const std::string& fallback) {
+  const auto* v = present(config, field);
+  if (!v) return fallback;
+  if (!v->is_string()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a string, got " + v->dump());
+  return v->get<std::string>();
+}
+
+std::optional<std::vector<std::string>> config_strings(const nlohmann::json& config, const std::string& field) {
+  const auto* v = present(config, field);
+  if (!v) return std::nullopt;
+  if (v->is_string()) return std::vector<std::string>{v->get<std::string>()};
+  if (!v->is_array()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a list of strings, got " + v->dump());
+  std::vector<std::string> out;
+  for (const auto& item : *v) {
+    if (!item.is_string())
+      fail(ErrorKind::InvalidArgument, where(config, field) + " must be a list of strings, got " + v->dump());
+    out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
+nlohmann::json with_defaults(const nlohmann::json& config, const nlohmann::json& defaults) {
+  if (!config.is_object()) fail(ErrorKind::Format, "adapter config is not a JSON object");
+  nlohmann::json out = config;
+  for (auto it = defaults.begin(); it != defaults.end(); ++it)
+    if (!out.contains(it.key())) out[it.key()] = it.value();
+  return out;
+}
+
+std::optional<std::string> pattern_key(const nlohmann::json& pattern, const std::string& module_key) {
+  if (!pattern.is_object()) return std::nullopt;
+  for (auto it = pattern.begin(); it != pattern.end(); ++it) {
+    std::regex re("(.*\\.)?(" + it.key() + ")$");
+    if (std::regex_match(module_key, re)) return it.key();
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> find_target_modules(models::Model& model, const nlohmann::json& config,
+                                             const std::function<bool(const torch::nn::Module&)>& wrappable) {
+  const nlohmann::json* targets = present(config, "target_modules");
+  if (!targets) fail(ErrorKind::InvalidArgument, where(config, "target_modules") + " is required");
+  auto modules_to_save = config_strings(config, "modules_to_save");
+  auto layers_pattern = config_strings(config, "layers_pattern");
+  std::optional<std::set<int64_t>> layers;
+  if (const auto* l = present(config, "layers_to_transform")) {
+    layers.emplace();
+    if (l->is_number_integer()) {
+      layers->insert(l->get<int64_t>());
+    } else if (l->is_array()) {
+      for (const auto& i : *l) {
+        if (!i.is_number_integer())
+          fail(ErrorKind::InvalidArgument, where(config, "layers_to_transform") + " must be integers, got " + l->dump());
+        layers->insert(i.get<int64_t>());
+      }
+      if (layers->empty()) layers.reset();
+    } else {
+      fail(ErrorKind::InvalidArgument, where(config, "layers_to_transform") + " must be an integer or a list");
+    }
+  }
+
+  const bool regex_targets = targets->is_string();
+  std::string target_regex = regex_targets ? targets->get<std::string>() : "";
+  bool all_linear = false;
+  std::vector<std::string> target_names;
+  if (regex_targets) {
+    std::string lower = target_regex;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    all_linear = lower == "all-linear";
+  } else {
+    target_names = *config_strings(config, "target_modules");
+  }
+  std::string output_embedding;
+  if (all_linear) {
+    // PEFT leaves the output layer out of all-linear.
+    for (const auto& item : model.named_modules("", false))
+      if (item.key() == "lm_head") output_embedding = "lm_head";
+  }
+
+  std::vector<std::string> found;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const std::string& key = item.key();
+    // exclude_modules: a regex string or a list of names
+    if (const auto* ex = present(config, "exclude_modules")) {
+      if (ex->is_string() ? full_match(ex->get<std::string>(), key, where(config, "exclude_modules"))
+                          : [&] {
+                              for (const auto& e : *config_strings(config, "exclude_modules"))
+                                if (ends_with_component(key, e)) return true;
+                              return false;
+                            }())
+        continue;
+    }
+    if (modules_to_save) {
+      bool under = false;
+      for (const auto& m : *modules_to_save)
+        if (std::regex_match(key, std::regex("(^|.*\\.)" + m + "($|\\..*)"))) under = true;
+      if (under) continue;
+    }
+    bool hit;
+    if (all_linear) {
+      hit = is_linear_like(*item.value()) && key != output_embedding;
+    } else if (regex_targets) {
+      hit = full_match(target_regex, key, where(config, "target_modules"));
+    } else {
+      hit = std::count(target_names.begin(), target_names.end(), key) > 0;
+      if (!hit) {
+        for (const auto& t : target_names)
+          if (ends_with_component(key, t)) hit = true;
+        if (hit && layers) {
+          auto index = layer_index(key, layers_pattern);
+          hit = index && layers->count(*index);
+        }
+      }
+    }
+    if (hit && wrappable(*item.value())) found.push_back(key);
+  }
+  return found;
+}
+
+std::shared_ptr<torch::nn::Module> module_at(torch::nn::Module& root, const std::string& path) {
+  auto modules = root.named_modules("", false);
+  auto* m = modules.find(path);
+  if (!m) fail(ErrorKind::NotFound, "no module '" + path + "' in the model");
+  return *m;
+}
+
+std::pair<std::shared_ptr<torch::nn::Module>, std::string> parent_of(torch::nn::Module& root, const std::string& path) {
+  auto dot = path.rfind('.');
+  if (dot == std::string::npos) {
+    // The root's own child: hand back a non-owning pointer to the root.
+    return {std::shared_ptr<torch::nn::Module>(&root, [](torch::nn::Module*) {}), path};
+  }
+  return {module_at(root, path.substr(0, dot)), path.substr(dot + 1)};
+}
+
+}  // namespace peft4j::tuners
