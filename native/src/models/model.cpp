@@ -73,6 +73,10 @@ void load_weights(Model& model, const std::map<std::string, at::Tensor>& tensors
     auto it = targets.find(name);
     if (it != targets.end()) it->second.copy_(tensor);
   }
+  std::vector<std::string> absent;
+  for (const auto& [name, target] : targets)
+    if (!tensors.count(name)) absent.push_back(name);
+  if (!absent.empty()) model.on_absent_optional_keys(absent);
 }
 
 std::shared_ptr<Model> load_model(const std::string& dir) {

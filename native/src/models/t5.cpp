@@ -1,5 +1,6 @@
 #include "peft4j/models/t5.h"
 
+#include <algorithm>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <cmath>
@@ -423,9 +424,17 @@ T5ForConditionalGeneration::T5ForConditionalGeneration(const nlohmann::json& con
 
 bool T5ForConditionalGeneration::is_optional_key(const std::string& key) const {
   return key == "encoder.embed_tokens.weight" || key == "decoder.embed_tokens.weight" ||
-         (config_.tie_lm_head && key == "lm_head.weight") ||
+         key == "lm_head.weight" ||
          // old checkpoints carry an unused bias table for the first cross-attention; HF ignores it
          key == "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight";
+}
+
+// transformers 5.17 declares the lm_head tie for every T5 and unties only when the checkpoint brings its own
+// lm_head.weight: a file without one gets the shared embedding even when the config says untied.
+void T5ForConditionalGeneration::on_absent_optional_keys(const std::vector<std::string>& keys) {
+  if (config_.tie_lm_head || std::find(keys.begin(), keys.end(), "lm_head.weight") == keys.end()) return;
+  auto shared = named_children()["shared"]->named_parameters(false)["weight"];
+  replace_module("lm_head", std::make_shared<TiedLinearImpl>(shared));
 }
 
 at::Tensor T5ForConditionalGeneration::shift_right(const at::Tensor& labels) const {

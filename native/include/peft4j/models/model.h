@@ -84,6 +84,9 @@ class Model : public torch::nn::Module {
   // Checkpoint keys that may be absent or present without error because HF ties or recomputes them
   // (a tied lm_head.weight, rotary inv_freq buffers, T5's encoder/decoder embed_tokens copies of "shared").
   virtual bool is_optional_key(const std::string& key) const { return false; }
+  // Called after a load with the optional keys the checkpoint lacked, so a model can tie them as transformers
+  // does when a tied weight is absent from the file.
+  virtual void on_absent_optional_keys(const std::vector<std::string>& keys) {}
 };
 
 // A module whose forward maps one tensor to one tensor (a projection, an embedding, a norm, the LM head).

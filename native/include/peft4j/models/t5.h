@@ -80,6 +80,7 @@ class T5ForConditionalGeneration : public Model {
   int64_t hidden_size() const override { return config_.d_model; }
   int64_t vocab_size() const override { return config_.vocab_size; }
   bool is_optional_key(const std::string& key) const override;
+  void on_absent_optional_keys(const std::vector<std::string>& keys) override;
 
   const T5Config& t5_config() const { return config_; }
   // labels shifted right: decoder_start_token_id first, -100 replaced by pad_token_id (HF's _shift_right).
