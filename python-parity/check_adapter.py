@@ -3,6 +3,7 @@
 
     check_adapter.py BASE_MODEL_DIR ADAPTER_DIR IO_FILE [--logits-key logits] [--rtol R] [--atol A]
     check_adapter.py --case CASE_DIR [--adapter ADAPTER_DIR] [--logits-key ...]
+    check_adapter.py --saved-root SAVED --cases-root CASES [--logits-key step3_logits]
 
 BASE_MODEL_DIR: an HF model directory (config.json + model.safetensors), loaded in float32.
 ADAPTER_DIR:    adapter_config.json + adapter_model.safetensors, loaded with peft.PeftModel.from_pretrained.
@@ -10,6 +11,8 @@ IO_FILE:        a safetensors file with input_ids, attention_mask (labels for se
                 under --logits-key (default `logits`; `step3_logits` for an adapter saved after the 3 steps).
 --case:         take base model, adapter, io and tolerance from a parity case folder (case.json);
                 --adapter replaces the case's adapter folder (e.g. the one peft4j saved for that case).
+--saved-root:   every SAVED/<case> folder (what `peft4j parity --save-adapters SAVED` wrote after training)
+                checked against CASES/<case> (one Python start for all of them).
 
 Checks, one PASS/FAIL line each; the exit status is 1 if any failed:
   config  adapter_config.json parses as PEFT's config for its peft_type
@@ -137,38 +140,53 @@ def main(argv=None) -> int:
     ap.add_argument("io", nargs="?", type=Path)
     ap.add_argument("--case", type=Path, help="a parity case folder (case.json)")
     ap.add_argument("--adapter", dest="adapter_override", type=Path, help="with --case: the adapter to check")
+    ap.add_argument("--saved-root", type=Path, help="folders of adapters peft4j saved, one per case")
+    ap.add_argument("--cases-root", type=Path, help="with --saved-root: the cases/ folder they came from")
     ap.add_argument("--logits-key", default="logits", help="io key of the expected logits (default: logits)")
     ap.add_argument("--rtol", type=float)
     ap.add_argument("--atol", type=float)
     a = ap.parse_args(argv)
     tol = dict(DEFAULT_TOL)
-    jobs = []  # (base, adapter, io, logits key)
-    if a.case:
+    jobs = []  # (base, adapter, io, logits key, tolerance)
+    if a.saved_root:
+        if not a.cases_root:
+            ap.error("--saved-root needs --cases-root")
+        for saved in sorted(p for p in a.saved_root.iterdir() if p.is_dir()):
+            case_dir = a.cases_root / saved.name
+            case = json.loads((case_dir / "case.json").read_text())
+            case_tol = dict(DEFAULT_TOL, **case.get("tolerance", {}))
+            jobs.append(((case_dir / case["base_model"]).resolve(), saved, case_dir / case.get("io", "io.safetensors"),
+                         a.logits_key, case_tol))
+        if not jobs:
+            print(f"FAIL saved: {a.saved_root} holds no adapter folders")
+            return 1
+    elif a.case:
         case = json.loads((a.case / "case.json").read_text())
         base_dir = (a.case / case["base_model"]).resolve()
         io_file = a.case / case.get("io", "io.safetensors")
         tol.update(case.get("tolerance", {}))
         if a.adapter_override is not None:
-            jobs.append((base_dir, a.adapter_override, io_file, a.logits_key))
+            jobs.append((base_dir, a.adapter_override, io_file, a.logits_key, None))
         elif "adapter" in case:
-            jobs.append((base_dir, a.case / case["adapter"], io_file, a.logits_key))
+            jobs.append((base_dir, a.case / case["adapter"], io_file, a.logits_key, None))
         elif "adapters" in case:  # several named adapters: each against logits_<name>
-            jobs += [(base_dir, a.case / d, io_file, f"logits_{n}") for n, d in case["adapters"].items()]
+            jobs += [(base_dir, a.case / d, io_file, f"logits_{n}", None) for n, d in case["adapters"].items()]
         else:
             print(f"FAIL case: {a.case} has no adapter (method {case.get('method')})")
             return 1
     else:
         if not (a.base_model and a.adapter and a.io):
             ap.error("BASE_MODEL_DIR ADAPTER_DIR IO_FILE, or --case CASE_DIR")
-        jobs.append((a.base_model, a.adapter, a.io, a.logits_key))
+        jobs.append((a.base_model, a.adapter, a.io, a.logits_key, None))
     if a.rtol is not None:
         tol["rtol"] = a.rtol
     if a.atol is not None:
         tol["atol"] = a.atol
     ok = True
-    for base_dir, adapter_dir, io_file, key in jobs:
+    for base_dir, adapter_dir, io_file, key, job_tol in jobs:
+        t = job_tol or tol
         print(f"check {adapter_dir} on {base_dir} against {io_file}")
-        ok &= check(base_dir, adapter_dir, io_file, key, tol["rtol"], tol["atol"])
+        ok &= check(base_dir, adapter_dir, io_file, key, t["rtol"], t["atol"])
     return 0 if ok else 1
 
 
