@@ -2,34 +2,13 @@
 
 #include <sstream>
 
+#include "access.h"
 #include "guard.h"
 #include "peft4j/inspect.h"
 #include "peft4j/parity.h"
 #include "peft4j/safetensors.h"
 
 namespace peft4j::api {
-
-struct TensorState {
-  at::Tensor tensor;
-};
-
-struct TensorMapState {
-  io::TensorMap tensors;
-  io::Metadata metadata;
-};
-
-struct Access {
-  static TensorHandle wrap(at::Tensor t) {
-    TensorHandle h;
-    h.state_ = std::make_shared<TensorState>(TensorState{std::move(t)});
-    return h;
-  }
-  static const at::Tensor& tensor(const TensorHandle& h) {
-    if (!h.state_) fail(ErrorKind::InvalidArgument, "tensor handle is empty (closed or never set)");
-    return h.state_->tensor;
-  }
-  static TensorMapState& map(const TensorMapHandle& h) { return *h.state_; }
-};
 
 namespace {
 std::vector<int64_t> shape_of(const int64_t* shape, int ndim) {

@@ -1,9 +1,12 @@
 // peft4j-native: the core's commands for machines without a JDK (the GPU machine). The Java CLI calls
 // the same core functions, so both print the same lines.
 #include <iostream>
+#include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "peft4j/bench.h"
 #include "peft4j/error.h"
 #include "peft4j/inspect.h"
 #include "peft4j/parity.h"
@@ -13,7 +16,10 @@ namespace {
 
 int usage() {
   std::cerr << "usage: peft4j-native inspect PATH\n"
-               "       peft4j-native parity DIR [--case NAME]...\n";
+               "       peft4j-native parity DIR [--case NAME]...\n"
+               "       peft4j-native bench forward [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
+               "                                   [--intermediate 8192] [--vocab 128256] [--batch 1] [--seq 128]\n"
+               "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n";
   return 2;
 }
 
@@ -37,6 +43,38 @@ int parity(const std::vector<std::string>& args) {
   return runner.failed() == 0 ? 0 : 1;
 }
 
+// One JSON line with the timing (see peft4j/bench.h for the fields).
+int bench(const std::vector<std::string>& args) {
+  if (args.size() < 2 || args[1] != "forward" || args.size() % 2 != 0) return usage();
+  peft4j::bench::ForwardBenchOptions options;
+  const std::map<std::string, int64_t*> sizes = {
+      {"--hidden", &options.hidden},   {"--layers", &options.layers},
+      {"--heads", &options.heads},     {"--kv-heads", &options.kv_heads},
+      {"--intermediate", &options.intermediate}, {"--vocab", &options.vocab},
+      {"--batch", &options.batch},     {"--seq", &options.seq},
+      {"--steps", &options.steps},     {"--warmup", &options.warmup}};
+  for (size_t i = 2; i < args.size(); i += 2) {
+    const std::string& name = args[i];
+    const std::string& value = args[i + 1];
+    if (name == "--dtype") {
+      options.dtype = value;
+      continue;
+    }
+    auto size = sizes.find(name);
+    if (size == sizes.end()) return usage();
+    try {
+      size_t end = 0;
+      *size->second = std::stoll(value, &end);
+      if (end != value.size()) throw std::invalid_argument(value);
+    } catch (const std::exception&) {  // std::invalid_argument or std::out_of_range
+      std::cerr << "peft4j-native bench: " << name << " needs an integer, got '" << value << "'\n";
+      return 2;
+    }
+  }
+  std::cout << peft4j::bench::run_forward_bench(options).to_json() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,6 +87,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (args[0] == "parity") return parity(args);
+    if (args[0] == "bench") return bench(args);
     return usage();
   } catch (const std::exception& e) {
     std::cerr << "peft4j-native: " << e.what() << "\n";

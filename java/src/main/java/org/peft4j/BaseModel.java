@@ -1,0 +1,144 @@
+package org.peft4j;
+
+import java.nio.file.Path;
+import java.util.Objects;
+import org.peft4j.internal.Peft4jNative.GenerationOptions;
+import org.peft4j.internal.Peft4jNative.ModelHandle;
+import org.peft4j.internal.Peft4jNative.ModelOutputHandle;
+import org.peft4j.internal.Peft4jNative.TensorHandle;
+
+/**
+ * A HuggingFace base model (llama, qwen2, mistral, gpt2, bert, t5) loaded into the native core, for inference:
+ * every call runs in eval mode without gradients, on CPU in f32. Use one model from one thread at a time;
+ * close it (or use try-with-resources) to free its weights at once.
+ *
+ * <pre>{@code
+ * try (BaseModel model = BaseModel.load(Path.of("models/llama"));
+ *      Tensor ids = Tensor.of(new long[] {1, 15, 27}, 1, 3);
+ *      Tensor logits = model.forward(ids, null)) {
+ *     ...
+ * }
+ * }</pre>
+ */
+public final class BaseModel extends NativeResource {
+    // Passed for inputs that are not given; never modified, so one instance serves every call.
+    private static final TensorHandle ABSENT = new TensorHandle();
+
+    private BaseModel(ModelHandle handle) {
+        super(handle, "model");
+    }
+
+    /**
+     * Loads an HF model directory: {@code config.json} and {@code model.safetensors} (or a sharded index), weights
+     * in f32, bf16 or f16. A missing or unexpected tensor or a wrong shape raises a {@link PeftException} of kind
+     * FORMAT naming each tensor; an unknown {@code model_type} one of kind UNSUPPORTED.
+     */
+    public static BaseModel load(Path dir) {
+        Objects.requireNonNull(dir, "dir");
+        return Native.call(() -> new BaseModel(ModelHandle.load(dir.toString())));
+    }
+
+    private ModelHandle nativeHandle() {
+        return handle();
+    }
+
+    /** The {@code model_type} of the model's config.json ("llama", "gpt2", ...). */
+    public String modelType() {
+        return Native.call(() -> nativeHandle().modelType());
+    }
+
+    /** The number of parameter elements; tied weights (such as a tied LM head) count once. */
+    public long parameterCount() {
+        return Native.call(() -> nativeHandle().parameterCount());
+    }
+
+    /**
+     * The logits of {@code inputIds} {@code [batch, length]} (any integer dtype): {@code [batch, length, vocab]}
+     * for causal LMs. {@code attentionMask} (1 = token, 0 = padding) may be null for all ones.
+     */
+    public Tensor forward(Tensor inputIds, Tensor attentionMask) {
+        ModelInput input = ModelInput.builder().inputIds(inputIds).attentionMask(attentionMask).build();
+        return Native.call(() -> {
+            try (ModelOutputHandle out = run(input)) {
+                return new Tensor(out.logits());
+            }
+        });
+    }
+
+    /** A forward call with every input transformers' models take; the output owns the logits and the loss. */
+    public ModelOutput forward(ModelInput input) {
+        Objects.requireNonNull(input, "input");
+        return Native.call(() -> {
+            try (ModelOutputHandle out = run(input)) {
+                Tensor logits = new Tensor(out.logits());
+                return new ModelOutput(logits, out.hasLoss() ? new Tensor(out.loss()) : null);
+            }
+        });
+    }
+
+    /**
+     * The model's own loss (a scalar) for {@code labels}: for causal LMs the input ids themselves (the model shifts
+     * them; -100 marks positions to ignore), for sequence classification the class ids {@code [batch]}.
+     * {@code attentionMask} may be null.
+     */
+    public Tensor loss(Tensor inputIds, Tensor attentionMask, Tensor labels) {
+        if (labels == null) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "labels is required for the loss");
+        }
+        ModelInput input = ModelInput.builder().inputIds(inputIds).attentionMask(attentionMask).labels(labels).build();
+        return Native.call(() -> {
+            try (ModelOutputHandle out = run(input)) {
+                return new Tensor(out.loss());
+            }
+        });
+    }
+
+    /**
+     * Generates tokens after each row of {@code inputIds} {@code [batch, length]} with a KV cache, as transformers'
+     * {@code generate()} does. {@code attentionMask} may be null for all ones; pad batches of different lengths on
+     * the left. Causal LMs return {@code [batch, length + new]}, the prompt followed by the new tokens (rows that
+     * stopped at an eos token are filled with the pad id); seq2seq LMs return the decoder sequence, starting with
+     * the decoder start token. Sequence classification models raise a {@link PeftException} of kind UNSUPPORTED.
+     */
+    public Tensor generate(Tensor inputIds, Tensor attentionMask, GenerationConfig config) {
+        Objects.requireNonNull(config, "config");
+        if (inputIds == null) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "inputIds is required");
+        }
+        long[] eos = config.eosTokenIds().orElse(new long[0]);
+        return Native.call(() -> {
+            try (GenerationOptions options = new GenerationOptions()) {
+                options.maxNewTokens(config.maxNewTokens())
+                        .doSample(config.doSample())
+                        .temperature(config.temperature())
+                        .topK(config.topK())
+                        .topP(config.topP())
+                        .repetitionPenalty(config.repetitionPenalty())
+                        .eosTokenIdsGiven(config.eosTokenIds().isPresent())
+                        .padTokenIdGiven(config.padTokenId().isPresent())
+                        .padTokenId(config.padTokenId().orElse(0))
+                        .seed(config.seed());
+                return new Tensor(nativeHandle().generate(inputIds.nativeHandle(), handleOf(attentionMask), options,
+                        eos, eos.length));
+            }
+        });
+    }
+
+    private ModelOutputHandle run(ModelInput input) {
+        return nativeHandle().forward(input.inputIds().nativeHandle(),
+                handleOf(input.attentionMask().orElse(null)),
+                handleOf(input.tokenTypeIds().orElse(null)),
+                handleOf(input.positionIds().orElse(null)),
+                handleOf(input.labels().orElse(null)),
+                handleOf(input.decoderInputIds().orElse(null)));
+    }
+
+    private static TensorHandle handleOf(Tensor tensor) {
+        return tensor == null ? ABSENT : tensor.nativeHandle();
+    }
+
+    @Override
+    public String toString() {
+        return isClosed() ? "BaseModel(closed)" : "BaseModel(" + modelType() + ", " + parameterCount() + " parameters)";
+    }
+}

@@ -1,0 +1,40 @@
+// Private to the facade's .cpp files: the state behind TensorHandle and TensorMapHandle, and Access, the one
+// friend that reaches it. JavaCPP never parses this header, so torch types may appear here.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <utility>
+
+#include "peft4j/error.h"
+#include "peft4j/safetensors.h"
+#include "peft4j_api.h"
+
+namespace peft4j::api {
+
+struct TensorState {
+  at::Tensor tensor;
+};
+
+struct TensorMapState {
+  io::TensorMap tensors;
+  io::Metadata metadata;
+};
+
+struct Access {
+  static TensorHandle wrap(at::Tensor t) {
+    TensorHandle h;
+    h.state_ = std::make_shared<TensorState>(TensorState{std::move(t)});
+    return h;
+  }
+  static const at::Tensor& tensor(const TensorHandle& h) {
+    if (!h.state_) fail(ErrorKind::InvalidArgument, "tensor handle is empty (closed or never set)");
+    return h.state_->tensor;
+  }
+  // An empty handle stands for an absent optional input (Java's null): an undefined tensor.
+  static at::Tensor optional_tensor(const TensorHandle& h) { return h.state_ ? h.state_->tensor : at::Tensor(); }
+  static TensorMapState& map(const TensorMapHandle& h) { return *h.state_; }
+};
+
+}  // namespace peft4j::api

@@ -1,0 +1,44 @@
+// Benchmarks of the core. They live here rather than in a tool so that peft4j-native and Java run the same code.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace peft4j::bench {
+
+// Shape and run length of the forward benchmark; the defaults are Llama-3.2-1B's shape.
+struct ForwardBenchOptions {
+  int64_t hidden = 2048;
+  int64_t layers = 16;
+  int64_t heads = 32;
+  int64_t kv_heads = 8;
+  int64_t intermediate = 8192;
+  int64_t vocab = 128256;
+  int64_t batch = 1;
+  int64_t seq = 128;
+  int64_t steps = 5;   // timed forward calls
+  int64_t warmup = 1;  // untimed forward calls before them
+  std::string dtype = "f32";  // f32, bf16 or f16: the model's parameter and compute dtype
+  uint64_t seed = 0;          // of the random weights and input ids
+};
+
+struct ForwardBenchResult {
+  ForwardBenchOptions options;
+  int threads = 0;          // libtorch's intra-op threads
+  double step_ms = 0;       // mean wall time of one timed forward call
+  double tokens_per_s = 0;  // batch * seq / step time
+  int64_t params = 0;       // distinct parameters (the tied LM head counts once)
+  // The process's peak resident set size (getrusage ru_maxrss) at the end: it covers the whole process
+  // lifetime, so it includes everything allocated before the benchmark too.
+  double peak_rss_gib = 0;
+
+  // One line: {"workload":"forward-1b-cpu","hidden":...,"step_ms":...,"peak_rss_gib":...}
+  std::string to_json() const;
+};
+
+// Builds a randomly initialised llama model of the given shape (tied embeddings, rope theta 500000 with
+// Llama 3's rope scaling, as Llama-3.2-1B), on CPU, and times inference forward calls (eval mode, no
+// gradients, no KV cache) over random input ids. Bad options -> Error(InvalidArgument).
+ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options);
+
+}  // namespace peft4j::bench

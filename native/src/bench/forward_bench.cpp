@@ -1,0 +1,133 @@
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <unordered_set>
+
+#include "peft4j/bench.h"
+#include "peft4j/error.h"
+#include "peft4j/models/model.h"
+#include "peft4j/runtime.h"
+
+namespace peft4j::bench {
+
+namespace {
+
+at::ScalarType dtype_from_name(const std::string& name) {
+  if (name == "f32") return at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "f16") return at::kHalf;
+  fail(ErrorKind::InvalidArgument, "bench: dtype must be f32, bf16 or f16, got '" + name + "'");
+}
+
+nlohmann::json llama_config(const ForwardBenchOptions& o) {
+  // Llama-3.2-1B's config.json apart from the shape fields, which come from the options.
+  return {{"model_type", "llama"},
+          {"hidden_size", o.hidden},
+          {"num_hidden_layers", o.layers},
+          {"num_attention_heads", o.heads},
+          {"num_key_value_heads", o.kv_heads},
+          {"intermediate_size", o.intermediate},
+          {"vocab_size", o.vocab},
+          {"max_position_embeddings", 131072},
+          {"rms_norm_eps", 1e-5},
+          {"hidden_act", "silu"},
+          {"tie_word_embeddings", true},
+          {"rope_theta", 500000.0},
+          {"rope_scaling",
+           {{"rope_type", "llama3"},
+            {"factor", 32.0},
+            {"low_freq_factor", 1.0},
+            {"high_freq_factor", 4.0},
+            {"original_max_position_embeddings", 8192}}}};
+}
+
+// As transformers' _init_weights: matrices (projections, the embedding) from N(0, 0.02), and the 1-D
+// parameters, which in this bias-free llama are the RMSNorm weights, at one. Realistic magnitudes keep the
+// activations normal, so no denormal arithmetic slows the measured steps. Returns the distinct parameters'
+// element count.
+int64_t init_weights(models::Model& model, at::Generator& generator) {
+  at::NoGradGuard no_grad;
+  std::unordered_set<const void*> seen;  // the tied LM head is the embedding's tensor under a second name
+  int64_t count = 0;
+  for (auto& p : model.parameters(/*recurse=*/true)) {
+    if (!seen.insert(p.unsafeGetTensorImpl()).second) continue;
+    if (p.dim() >= 2)
+      p.normal_(0.0, 0.02, generator);
+    else
+      p.fill_(1.0);
+    count += p.numel();
+  }
+  return count;
+}
+
+double peak_rss_gib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
+}
+
+double rounded(double value, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return std::round(value * scale) / scale;
+}
+
+}  // namespace
+
+std::string ForwardBenchResult::to_json() const {
+  const ForwardBenchOptions& o = options;
+  nlohmann::ordered_json line = {{"workload", "forward-1b-cpu"},
+                                 {"hidden", o.hidden},
+                                 {"layers", o.layers},
+                                 {"heads", o.heads},
+                                 {"kv_heads", o.kv_heads},
+                                 {"intermediate", o.intermediate},
+                                 {"vocab", o.vocab},
+                                 {"batch", o.batch},
+                                 {"seq", o.seq},
+                                 {"dtype", o.dtype},
+                                 {"threads", threads},
+                                 {"steps", o.steps},
+                                 {"step_ms", rounded(step_ms, 2)},
+                                 {"tokens_per_s", rounded(tokens_per_s, 2)},
+                                 {"params", params},
+                                 {"peak_rss_gib", rounded(peak_rss_gib, 3)}};
+  return line.dump();
+}
+
+ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options) {
+  runtime::init();
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"batch", options.batch},
+                                    {"seq", options.seq},
+                                    {"steps", options.steps}})
+    if (value <= 0) fail(ErrorKind::InvalidArgument, std::string("bench: ") + name + " must be positive");
+  if (options.warmup < 0) fail(ErrorKind::InvalidArgument, "bench: warmup must be >= 0");
+  const at::ScalarType dtype = dtype_from_name(options.dtype);
+
+  ForwardBenchResult result;
+  result.options = options;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  std::shared_ptr<models::Model> model = models::create_model(llama_config(options));
+  result.params = init_weights(*model, generator);
+  model->to(dtype);
+  model->eval();
+
+  models::ModelInputs inputs;
+  inputs.input_ids = at::randint(options.vocab, {options.batch, options.seq}, generator, at::TensorOptions(at::kLong));
+  at::NoGradGuard no_grad;
+  for (int64_t i = 0; i < options.warmup; ++i) model->forward(inputs);
+  // CPU kernels run synchronously: the logits exist when forward returns.
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.steps; ++i) model->forward(inputs);
+  const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
+
+  result.threads = at::get_num_threads();
+  result.step_ms = elapsed.count() / static_cast<double>(options.steps);
+  result.tokens_per_s = static_cast<double>(options.batch * options.seq) / (result.step_ms / 1000.0);
+  result.peak_rss_gib = peak_rss_gib();
+  return result;
+}
+
+}  // namespace peft4j::bench
