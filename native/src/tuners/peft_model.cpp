@@ -82,8 +82,8 @@ const PeftModel::Adapter& PeftModel::adapter(const std::string& name) const {
   return it->second;
 }
 
-std::vector<std::pair<std::string, AdapterLayer*>> PeftModel::adapter_layers() const {
-  std::vector<std::pair<std::string, AdapterLayer*>> out;
+NamedLayers PeftModel::adapter_layers() const {
+  NamedLayers out;
   for (const auto& item : base_->named_modules("", false))
     if (auto* layer = dynamic_cast<AdapterLayer*>(item.value().get())) out.emplace_back(item.key(), layer);
   return out;
@@ -115,7 +115,8 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   adapters_[name] = entry;
   order_.push_back(name);
   try {
-    InjectContext ctx{name, config, "", state_, true};
+    InjectContext ctx{name, config, "", state_, true, {}};
+    tuner.prepare(*tuner_, *base_, targets, ctx);
     for (const auto& key : targets) {
       auto [parent, child] = parent_of(*base_, key);
       auto target = module_at(*base_, key);
@@ -159,6 +160,8 @@ void PeftModel::remove_adapter(const std::string& name) {
       parent->replace_module(child, layer->base_layer());
     }
   }
+  for (const auto& child : tuner_->named_children())
+    if (auto* dict = dynamic_cast<AdapterDict*>(child.value().get())) dict->remove(name);
   adapters_.erase(name);
   order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
   auto& active = state_->active;
@@ -190,7 +193,7 @@ void PeftModel::set_disabled(bool disabled) { state_->disabled = disabled; }
 // Every tensor of adapter `name`, found structurally as PEFT's _get_tuner_state_dict_key_prefixes does: everything
 // on its layers except the wrapped module, restricted to this adapter's entries, plus learnable biases and, when an
 // embedding is targeted, that embedding's base weight.
-static std::vector<AdapterTensor> collect(const std::vector<std::pair<std::string, AdapterLayer*>>& layers,
+static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch::nn::Module& tuner_module,
                                           models::Model& base, const std::string& name, const nlohmann::json& config,
                                           const Tuner& tuner) {
   std::vector<AdapterTensor> out;
@@ -199,6 +202,28 @@ static std::vector<AdapterTensor> collect(const std::vector<std::pair<std::strin
                  bool required) {
     if (seen.insert(model_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
   };
+  // Parameters are trained, buffers are frozen state saved with the adapter.
+  auto add_dict = [&](const AdapterDict& dict, const std::string& dict_prefix) {
+    auto params = dict.named_parameters(false);
+    if (const auto* p = params.find(name)) {
+      add(dict_prefix, tuner.checkpoint_key(dict_prefix, name), *p, !dict.is_frozen(name), true);
+    } else {
+      auto& module = dict.module(name);
+      for (const auto& p : module.named_parameters(true)) {
+        std::string key = dict_prefix + "." + p.key();
+        add(key, tuner.checkpoint_key(key, name), p.value(), true, true);
+      }
+      for (const auto& b : module.named_buffers(true)) {
+        std::string key = dict_prefix + "." + b.key();
+        add(key, tuner.checkpoint_key(key, name), b.value(), false, true);
+      }
+    }
+  };
+  // Model-level state (PEFT's BaseTuner attributes): "base_model.<dict>.<adapter>[.<param>]".
+  for (const auto& child : tuner_module.named_children()) {
+    auto* dict = dynamic_cast<AdapterDict*>(child.value().get());
+    if (dict && dict->contains(name)) add_dict(*dict, "base_model." + child.key() + "." + name);
+  }
   std::vector<std::string> lora_layer_paths;
   for (const auto& [path, layer] : layers) {
     if (!layer->has_adapter(name)) continue;
@@ -212,17 +237,7 @@ static std::vector<AdapterTensor> collect(const std::vector<std::pair<std::strin
     for (const auto& child : layer->named_children()) {
       if (child.key() == layer->base_name()) continue;
       if (auto* dict = dynamic_cast<AdapterDict*>(child.value().get())) {
-        if (!dict->contains(name)) continue;
-        const std::string dict_prefix = prefix + child.key() + "." + name;
-        auto params = dict->named_parameters(false);
-        if (const auto* p = params.find(name)) {
-          add(dict_prefix, tuner.checkpoint_key(dict_prefix, name), *p, true, true);
-        } else {
-          for (const auto& p : dict->module(name).named_parameters(true)) {
-            std::string key = dict_prefix + "." + p.key();
-            add(key, tuner.checkpoint_key(key, name), p.value(), true, true);
-          }
-        }
+        if (dict->contains(name)) add_dict(*dict, prefix + child.key() + "." + name);
       } else {
         for (const auto& p : child.value()->named_parameters(true)) {
           std::string key = prefix + child.key() + "." + p.key();
@@ -269,14 +284,14 @@ static std::vector<AdapterTensor> collect(const std::vector<std::pair<std::strin
 io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
   const Adapter& a = adapter(name);
   io::TensorMap out;
-  for (const auto& t : collect(adapter_layers(), *base_, name, a.config, *a.tuner)) out[t.checkpoint_key] = t.tensor.detach();
+  for (const auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) out[t.checkpoint_key] = t.tensor.detach();
   return out;
 }
 
 void PeftModel::set_trainable(const std::string& name) {
   const Adapter& a = adapter(name);
   for (auto& p : parameters(true)) p.set_requires_grad(false);
-  for (auto& t : collect(adapter_layers(), *base_, name, a.config, *a.tuner))
+  for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner))
     if (t.trainable) t.tensor.set_requires_grad(true);
 }
 
@@ -306,7 +321,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   try {
     const Adapter& a = adapter(name);
     std::map<std::string, AdapterTensor> by_checkpoint;
-    for (auto& t : collect(adapter_layers(), *base_, name, a.config, *a.tuner)) by_checkpoint.emplace(t.checkpoint_key, t);
+    for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) by_checkpoint.emplace(t.checkpoint_key, t);
     for (const auto& [key, value] : weights) {
       auto it = by_checkpoint.find(key);
       if (it == by_checkpoint.end()) {
@@ -389,7 +404,24 @@ std::shared_ptr<models::Model> PeftModel::merge_and_unload() {
 
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   state_->row_adapters = nullptr;
-  return base_->forward(inputs);
+  models::ModelOutput out = base_->forward(inputs);
+  if (is_training() && out.loss.defined() && !state_->disabled) {
+    auto layers = adapter_layers();
+    for (const auto& name : state_->active) {
+      const Adapter& a = adapter(name);
+      at::Tensor term = a.tuner->training_loss_term(layers, name, a.config);
+      if (term.defined()) out.loss = out.loss + term;
+    }
+  }
+  return out;
+}
+
+void PeftModel::after_optimizer_step(int64_t step) {
+  auto layers = adapter_layers();
+  for (const auto& name : state_->active) {
+    Adapter& a = adapters_.at(name);
+    a.tuner->after_optimizer_step(layers, name, a.config, step);
+  }
 }
 
 models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, const std::vector<std::string>& rows) {

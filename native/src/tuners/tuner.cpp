@@ -27,6 +27,14 @@ void AdapterDict::put_module(const std::string& adapter, std::shared_ptr<torch::
 void AdapterDict::put_parameter(const std::string& adapter, const at::Tensor& value) {
   if (parameters_.contains(adapter)) parameters_.erase(adapter);
   register_parameter(adapter, value);
+  frozen_.erase(adapter);
+}
+
+// libtorch cannot unregister a buffer, so frozen state is a parameter that never requires grad.
+void AdapterDict::put_buffer(const std::string& adapter, const at::Tensor& value) {
+  if (parameters_.contains(adapter)) parameters_.erase(adapter);
+  register_parameter(adapter, value, /*requires_grad=*/false);
+  frozen_.insert(adapter);
 }
 
 bool AdapterDict::contains(const std::string& adapter) const {
@@ -36,6 +44,7 @@ bool AdapterDict::contains(const std::string& adapter) const {
 void AdapterDict::remove(const std::string& adapter) {
   if (named_children().contains(adapter)) unregister_module(adapter);
   if (parameters_.contains(adapter)) parameters_.erase(adapter);
+  frozen_.erase(adapter);
 }
 
 torch::nn::Module& AdapterDict::module(const std::string& adapter) const {

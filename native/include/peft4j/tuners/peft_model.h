@@ -54,6 +54,9 @@ class PeftModel : public models::Model {
   void add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
                             const std::string& name, const std::string& combination_type, int64_t svd_rank = 0);
 
+  // Training hook: lets the active adapters' methods act after each optimizer step (AdaLoRA's rank allocation).
+  void after_optimizer_step(int64_t step);
+
   // The adapter's tensors keyed as PEFT saves them.
   io::TensorMap adapter_state_dict(const std::string& name) const;
 
@@ -81,7 +84,7 @@ class PeftModel : public models::Model {
     const Tuner* tuner;
     std::vector<std::string> layers;   // module paths (relative to the base model) holding this adapter
   };
-  std::vector<std::pair<std::string, AdapterLayer*>> adapter_layers() const;
+  NamedLayers adapter_layers() const;
   void check_name(const std::string& name) const;
   const Adapter& adapter(const std::string& name) const;
   void remove_adapter(const std::string& name);

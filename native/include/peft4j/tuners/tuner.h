@@ -12,6 +12,8 @@
 #include <torch/nn/module.h>
 
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -34,12 +36,18 @@ class AdapterDict : public torch::nn::Module {
  public:
   void put_module(const std::string& adapter, std::shared_ptr<torch::nn::Module> module);
   void put_parameter(const std::string& adapter, const at::Tensor& value);
+  // A frozen tensor saved with the adapter (PEFT's BufferDict), e.g. VeRA's shared projections.
+  void put_buffer(const std::string& adapter, const at::Tensor& value);
   bool contains(const std::string& adapter) const;
   void remove(const std::string& adapter);
   torch::nn::Module& module(const std::string& adapter) const;
-  at::Tensor parameter(const std::string& adapter) const;
+  at::Tensor parameter(const std::string& adapter) const;  // a parameter or a frozen tensor
+  bool is_frozen(const std::string& adapter) const { return frozen_.count(adapter) > 0; }
   // Parameters of one adapter: its module's parameters or its tensor.
   std::vector<at::Tensor> adapter_parameters(const std::string& adapter) const;
+
+ private:
+  std::set<std::string> frozen_;
 };
 
 // PEFT's BaseTunerLayer: wraps the target module, registered as "base_layer", and adds adapters beside it.
@@ -97,7 +105,12 @@ struct InjectContext {
   std::string key;                 // module path relative to the base model, e.g. "model.layers.0.self_attn.q_proj"
   std::shared_ptr<AdapterState> state;
   bool initialise = true;          // false when weights will be loaded right after (values are then irrelevant)
+  // Model-level tensors of this adapter that Tuner::prepare() made (VeRA's shared projections, VB-LoRA's vector
+  // bank), by name, for the layers to use.
+  std::map<std::string, at::Tensor> shared;
 };
+
+using NamedLayers = std::vector<std::pair<std::string, AdapterLayer*>>;
 
 class Tuner {
  public:
@@ -116,6 +129,19 @@ class Tuner {
   virtual std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const;
   // Rejects configs that cannot apply to the model, before any module is touched.
   virtual void check_model(const nlohmann::json& config, models::Model& model) const {}
+  // Before the layers are built: a method with state shared by all its layers registers it on `tuner_module`
+  // (PEFT's BaseTuner, "base_model") as AdapterDict children keyed by adapter, so it is saved as
+  // "base_model.<name>" like PEFT's, and hands the tensors to the layers through context.shared.
+  virtual void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
+                       InjectContext& context) const {}
+  // A term added to the training loss (AdaLoRA's orthogonal regulariser); undefined for none.
+  virtual at::Tensor training_loss_term(const NamedLayers& layers, const std::string& adapter,
+                                        const nlohmann::json& config) const {
+    return at::Tensor();
+  }
+  // Called after each optimizer step of training (AdaLoRA's rank allocation); `step` counts from 1.
+  virtual void after_optimizer_step(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
+                                    int64_t step) const {}
 };
 
 // Registry: each method's .cpp registers its Tuner from a static initialiser.
