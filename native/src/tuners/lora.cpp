@@ -103,6 +103,12 @@ class LoraTuner : public Tuner {
     return layer;
   }
 
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    nlohmann::json identity = config;
+    identity["init_lora_weights"] = true;
+    return identity;
+  }
+
   // DoRA's magnitude is a module holding "weight" in memory but is saved without ".weight", as PEFT does.
   std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
     std::string key = remove_adapter_name(model_key, adapter);

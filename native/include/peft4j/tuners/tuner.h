@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -139,6 +140,9 @@ class Tuner {
                                         const nlohmann::json& config) const {
     return at::Tensor();
   }
+  // `config` changed so that a new adapter starts as the identity (LoRA: init_lora_weights true, B = 0), or
+  // nullopt when the method has no identity initialisation. The shared contract test relies on it.
+  virtual std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const { return std::nullopt; }
   // Called after each optimizer step of training (AdaLoRA's rank allocation); `step` counts from 1.
   virtual void after_optimizer_step(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
                                     int64_t step) const {}
