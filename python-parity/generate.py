@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -136,7 +137,29 @@ NONE = "NONE"
 #   merge    -> merged_logits (where merge_and_unload works for the method)
 BASE_CHECKS = ("forward", "base", "generate")
 ADAPTER_CHECKS = ("forward", "base", "generate", "grad", "train", "merge")
+# Several named adapters (Row.multi). io keys per check:
+#   forward  -> logits_<name> (each adapter alone)       base -> base_logits (all disabled)
+#   mixed    -> mixed_logits (Multi.mixed: one adapter name per batch row, "__base__" = none)
+#   weighted -> <type>_<w1>_<w2>_logits (add_weighted_adapter(**Multi.weighted), then that adapter alone)
+#   delete   -> none: Multi.delete = (deleted, then active) must give logits_<then active> again
+MULTI_CHECKS = ("forward", "base", "mixed", "weighted", "delete")
 F32_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass(frozen=True)
+class Multi:
+    """Several named adapters of the row's method on one base model: the first made by get_peft_model,
+    the others by add_adapter, in this order. `adapters` maps each name to the keyword arguments that
+    override the row's `peft` for it."""
+    adapters: dict
+    mixed: tuple = ()  # one adapter name per batch row ("__base__" allowed)
+    weighted: Optional[dict] = None  # add_weighted_adapter kwargs: adapters, weights, combination_type[, svd_rank]
+    delete: Optional[tuple] = None  # (adapter to delete, adapter then set active)
+
+    def weighted_key(self):
+        w = self.weighted
+        return f"{w['combination_type']}_{'_'.join(str(x) for x in w['weights'])}_logits"
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,7 @@ class Row:
     checks: Optional[tuple] = None  # default: BASE_CHECKS for NONE, ADAPTER_CHECKS otherwise
     ignore_labels: int = 0  # seq2seq: last n labels of row 1 set to -100
     tolerance: dict = field(default_factory=lambda: dict(F32_TOLERANCE))
+    multi: Optional[Multi] = None  # several named adapters (`peft` then holds what they share)
 
     @property
     def arch(self):
@@ -159,6 +183,10 @@ class Row:
         return ARCHS[self.arch][2]
 
     def effective_checks(self):
+        if self.multi is not None:
+            m = self.multi
+            present = {"mixed": bool(m.mixed), "weighted": m.weighted is not None, "delete": m.delete is not None}
+            return tuple(c for c in (self.checks or MULTI_CHECKS) if present.get(c, True))
         checks = self.checks if self.checks is not None else (BASE_CHECKS if self.method == NONE else ADAPTER_CHECKS)
         return tuple(c for c in checks if c != "generate" or self.task == "causal-lm")
 
@@ -181,10 +209,95 @@ def _base_rows():
     return rows
 
 
+def lora(**kw):
+    """LoraConfig kwargs: r 4, alpha 8, no dropout (not reproducible), random A and B unless overridden."""
+    return dict(dict(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False), **kw)
+
+
+_LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_GPT2_ALL = ["c_attn", "c_proj", "c_fc"]  # transformers' Conv1D: weight stored [in, out] => fan_in_fan_out
+
 ROWS: list[Row] = _base_rows() + [
     # Adapter rows: base model + PEFT config (+ checks). Weights initialised non-trivially.
-    Row("lora_llama_qv", "llama", "LORA",
-        dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, init_lora_weights=False)),
+    Row("lora_llama_qv", "llama", "LORA", lora(target_modules=["q_proj", "v_proj"])),
+    # --- LoRA options the golden cases leave out (golden: all-7 llama/qwen2, gpt2 Conv1D, bert q/v +
+    # classifier, t5 q/v, llama embed_tokens, rank+alpha pattern on llama, lora_only on llama (no biases),
+    # DoRA and rsLoRA on llama, two adapters with cat)
+    # bias: "all" trains every bias of the model (gpt2: layer norms too), "lora_only" those of LoRA layers
+    Row("lora_gpt2_bias_all", "gpt2", "LORA", lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, bias="all")),
+    Row("lora_qwen2_bias_all", "qwen2", "LORA", lora(target_modules=["q_proj", "o_proj"], bias="all")),
+    Row("lora_qwen2_bias_lora_only", "qwen2", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "o_proj"], bias="lora_only")),
+    # target selection: exclude_modules (list: name or dotted suffix; str: fullmatch), layers_to_transform
+    # (int / list, layer index found by the default patterns or by layers_pattern), regex target_modules
+    # (fullmatch), "all-linear" (every Linear but the output layer; seq-cls: classifier is modules_to_save)
+    Row("lora_llama_exclude_list", "llama", "LORA",
+        lora(target_modules="all-linear", exclude_modules=["k_proj", "layers.1.self_attn.q_proj"])),
+    Row("lora_gpt2_exclude_regex", "gpt2", "LORA",
+        lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, exclude_modules=r".*\.h\.0\.mlp\..*")),
+    Row("lora_llama_layers_int", "llama", "LORA", lora(target_modules=_LLAMA_ALL, layers_to_transform=1)),
+    Row("lora_llama_s2_layers_list", "llama_s2", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], layers_to_transform=[0, 2])),
+    Row("lora_gpt2_s2_layers_pattern", "gpt2_s2", "LORA",
+        lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, layers_to_transform=[0, 2], layers_pattern="h")),
+    Row("lora_qwen2_s2_layers_pattern_int", "qwen2_s2", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "up_proj"], layers_to_transform=2, layers_pattern=["layers"])),
+    Row("lora_llama_regex_targets", "llama", "LORA",
+        lora(target_modules=r".*\.layers\.1\.self_attn\.(q|k)_proj|.*\.mlp\.up_proj")),
+    Row("lora_llama_all_linear", "llama", "LORA", lora(target_modules="all-linear")),
+    Row("lora_bert_all_linear", "bert", "LORA", lora(target_modules="all-linear"), padding="right"),
+    # rank_pattern / alpha_pattern (keys: regex matched at a dotted-name boundary, first key wins) on gpt2
+    # and t5; rsLoRA (alpha / sqrt(r)) where r comes from rank_pattern
+    Row("lora_gpt2_patterns", "gpt2", "LORA",
+        lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, rank_pattern={"c_fc": 6, r"h\.1\.attn\.c_attn": 2},
+             alpha_pattern={"c_proj": 3})),
+    Row("lora_t5_patterns", "t5", "LORA",
+        lora(target_modules=["q", "k", "v", "o", "wi", "wo"], rank_pattern={r"EncDecAttention\.(k|v)": 2},
+             alpha_pattern={"wo": 2, r"decoder\.block\.1\..*\.q": 16}), padding="right"),
+    Row("lora_llama_s2_rslora_pattern", "llama_s2", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], use_rslora=True,
+             rank_pattern={"v_proj": 8, r"layers\.2\.mlp\.down_proj": 2})),
+    # init_lora_weights: True (kaiming A, B = 0) and "gaussian" (normal A, B = 0) give the base model's
+    # logits until trained; False (both random) is every other row
+    Row("lora_llama_init_true", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=True)),
+    Row("lora_qwen2_init_gaussian", "qwen2", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights="gaussian")),
+    # DoRA on Conv1D (fan_in_fan_out) and on layers with a bias
+    Row("lora_gpt2_dora", "gpt2", "LORA", lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, use_dora=True)),
+    Row("lora_qwen2_dora", "qwen2", "LORA", lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                                 use_dora=True)),
+    # Embedding targets whose weight the lm_head shares (gpt2 wte, qwen2 tied embed_tokens): the lm_head
+    # keeps the base weight until merge_and_unload writes the delta into the shared tensor
+    Row("lora_gpt2_embed", "gpt2", "LORA", lora(target_modules=["wte", "c_attn"], fan_in_fan_out=True)),
+    Row("lora_qwen2_embed_tied", "qwen2", "LORA", lora(target_modules=["embed_tokens", "q_proj"])),
+    # modules_to_save: bert's pooler (besides the classifier that SEQ_CLS adds), t5's (tied) lm_head
+    Row("lora_bert_modules_to_save", "bert", "LORA",
+        lora(target_modules=["query", "key"], modules_to_save=["pooler"]), padding="right"),
+    Row("lora_t5_modules_to_save_lm_head", "t5", "LORA",
+        lora(target_modules=["q", "v"], modules_to_save=["lm_head"]), padding="right"),
+    # other archs / padding
+    Row("lora_llama_leftpad", "llama", "LORA", lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        padding="left"),
+    Row("lora_mistral", "mistral", "LORA", lora(target_modules=_LLAMA_ALL)),
+    Row("lora_t5_regex", "t5", "LORA",
+        lora(target_modules=r".*encoder\..*\.(q|k)|.*decoder\..*EncDecAttention\.(v|o)|.*DenseReluDense\.wo"),
+        padding="right"),
+    # --- several adapters: each alone, a mixed batch, all disabled, add_weighted_adapter, delete_adapter
+    # (not named "a": PEFT warns that a name inside the prefix "lora_" may be reinitialised when loading)
+    Row("lora_multi_linear_gpt2", "gpt2", "LORA", lora(target_modules=["c_attn", "c_proj"], fan_in_fan_out=True),
+        multi=Multi({"first": {}, "second": dict(lora_alpha=4)}, mixed=("second", BASE_ADAPTER),
+                    weighted=dict(adapters=["first", "second"], weights=[0.6, 0.4], combination_type="linear"),
+                    delete=("first", "second"))),
+    Row("lora_multi_cat_qwen2", "qwen2", "LORA", lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        multi=Multi({"first": {}, "second": dict(r=2, lora_alpha=4)}, mixed=(BASE_ADAPTER, "first"),
+                    weighted=dict(adapters=["first", "second"], weights=[0.7, 0.3], combination_type="cat"),
+                    delete=("second", "first"))),
+    Row("lora_multi_svd_llama", "llama", "LORA", lora(target_modules=["q_proj", "v_proj", "down_proj"]),
+        multi=Multi({"first": {}, "second": dict(r=2, lora_alpha=2)}, mixed=("first", "second"),
+                    weighted=dict(adapters=["first", "second"], weights=[1.0, 0.5], combination_type="svd",
+                                  svd_rank=3),
+                    delete=("second", "first"))),
 ]
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,14 +391,14 @@ def make_batch(row: Row, config, seed: int):
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def _logits(model, batch, row: Row):
+def _logits(model, batch, row: Row, **kwargs):
     """Eval-mode logits; causal-lm positions whose attention_mask is 0 are set to 0 (their values are
     implementation-defined: sdpa and eager differ there). Prompt-learning logits carry the virtual tokens
-    in front, so the mask is aligned to the end."""
+    in front, so the mask is aligned to the end. `kwargs` go to the forward (adapter_names=...)."""
     torch = _torch()
     with torch.no_grad():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    labels=batch["labels"])
+                    labels=batch["labels"], **kwargs)
     logits = out.logits.detach().clone().float()
     if row.task == "causal-lm":
         L = batch["attention_mask"].shape[1]
@@ -305,6 +418,64 @@ def _merged_available(method, peft_config):
     return not peft_config.is_prompt_learning and method != "ADAPTION_PROMPT"
 
 
+def _peft_config(row: Row, **overrides):
+    import peft
+
+    cfg_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[row.method]
+    return cfg_cls(**{"task_type": TASK_TYPES[row.task], **(row.peft or {}), **overrides})
+
+
+def _multi_adapters(row: Row, model, batch, seed: int, case_dir: Path, case: dict, io: dict):
+    """Row.multi: makes the named adapters, saves them (before anything else) under adapters/<name>/ and
+    fills case and io for its checks (see MULTI_CHECKS)."""
+    torch = _torch()
+    import peft
+
+    m, checks = row.multi, row.effective_checks()
+    names = list(m.adapters)
+    if "default" in names:  # PEFT would save it into adapters/ itself
+        raise ValueError("a Multi adapter may not be named 'default'")
+    torch.manual_seed(seed + SEED_ADAPTER)
+    peft_model = peft.get_peft_model(model, _peft_config(row, **m.adapters[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, _peft_config(row, **m.adapters[name]))
+    peft_model.eval()
+    root = case_dir / "adapters"
+    peft_model.save_pretrained(root)  # adapter <name> into adapters/<name>/
+    for card in root.rglob("README.md"):  # PEFT's model card; the format holds only config + weights
+        card.unlink()
+    case.update({"adapters": {n: f"adapters/{n}" for n in names}, "io": "io.safetensors"})
+
+    if "forward" in checks:
+        for n in names:
+            peft_model.set_adapter(n)
+            io[f"logits_{n}"], _ = _logits(peft_model, batch, row)
+    if "mixed" in checks:
+        if len(m.mixed) != BATCH or not set(m.mixed) <= set(names) | {BASE_ADAPTER}:
+            raise ValueError(f"mixed {m.mixed}: one of {names} or {BASE_ADAPTER!r} per batch row")
+        case["mixed_batch_adapter_names"] = list(m.mixed)
+        io["mixed_logits"], _ = _logits(peft_model, batch, row, adapter_names=list(m.mixed))
+    if "base" in checks:
+        with peft_model.disable_adapter():
+            io["base_logits"], _ = _logits(peft_model, batch, row)
+    if "weighted" in checks:
+        key = m.weighted_key()
+        peft_model.add_weighted_adapter(adapter_name="weighted", **m.weighted)
+        peft_model.set_adapter("weighted")
+        io[key], _ = _logits(peft_model, batch, row)
+        peft_model.delete_adapter("weighted")
+        case["weighted"] = dict(m.weighted, logits_key=key)
+    if "delete" in checks:
+        gone, active = m.delete
+        key = f"logits_{active}"
+        peft_model.delete_adapter(gone)
+        peft_model.set_adapter(active)
+        after, _ = _logits(peft_model, batch, row)
+        if key not in io or not torch.equal(after, io[key]):  # PEFT's own promise, checked here
+            raise RuntimeError(f"after delete_adapter({gone!r}) {active!r} alone differs from {key}")
+        case["delete"] = {"adapter": gone, "then_active": active, "logits_key": key}
+
+
 def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     """Writes cases/<row.name>/ and returns its case.json entry."""
     torch = _torch()
@@ -322,12 +493,16 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
 
     case = {"name": row.name, "arch": row.arch, "task": row.task, "method": row.method,
             "base_model": f"../../models/{row.model}"}
+    if row.multi is not None:
+        _multi_adapters(row, model, batch, seed, case_dir, case, io)
+        case.update({"weights_dtype": MODELS[row.model].weights_dtype, "compute_dtype": "float32",
+                     "padding": row.padding, "tolerance": dict(row.tolerance)})
+        return _write_case(case_dir, case, io)
     peft_model = None
     if row.method != NONE:
         import peft
 
-        cfg_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[row.method]
-        peft_config = cfg_cls(**dict({"task_type": TASK_TYPES[row.task]}, **(row.peft or {})))
+        peft_config = _peft_config(row)
         torch.manual_seed(seed + SEED_ADAPTER)
         peft_model = peft.get_peft_model(model, peft_config)
         peft_model.eval()
@@ -396,6 +571,10 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
             merged.eval()
             io["merged_logits"], _ = _logits(merged, batch, row)
 
+    return _write_case(case_dir, case, io)
+
+
+def _write_case(case_dir: Path, case: dict, io: dict):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in io.items()}, str(case_dir / "io.safetensors"))
@@ -423,13 +602,18 @@ def generate(out_dir: Path, seed: int, only: Optional[list]):
     t0 = time.time()
     for row in rows:
         t = time.time()
-        try:
-            cases.append(generate_row(row, seed, out_dir, model_cache))
-            print(f"  {row.name:<32} {time.time() - t:6.2f} s", file=sys.stderr)
-        except Exception as e:  # record and go on; the exit status reports it
-            failed[row.name] = f"{type(e).__name__}: {e}"
-            traceback.print_exc()
-            print(f"  {row.name:<32} FAILED {failed[row.name]}", file=sys.stderr)
+        # PEFT's warnings (tied embeddings, fan_in_fan_out, ...) shortened to one line each, under their row
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                cases.append(generate_row(row, seed, out_dir, model_cache))
+                print(f"  {row.name:<32} {time.time() - t:6.2f} s", file=sys.stderr)
+            except Exception as e:  # record and go on; the exit status reports it
+                failed[row.name] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+                print(f"  {row.name:<32} FAILED {failed[row.name]}", file=sys.stderr)
+        for msg in dict.fromkeys(str(w.message).strip().split("\n")[0] for w in caught):
+            print(f"      warning: {msg[:200]}", file=sys.stderr)
     manifest = {"variant": "generated", "seed": seed, "torch": torch.__version__,
                 "transformers": transformers.__version__, "peft": peft.__version__,
                 "cases": cases, "failed": failed}
@@ -608,14 +792,27 @@ def verify(root: Path) -> int:
             if task == "seq2seq-lm" and not (len(s) == 3 and s[:2] == lab[:2]):
                 cerr(f"io: {k} shape {s}")
 
-        if "adapters" in case:  # the multi-adapter case
+        if "adapters" in case:  # several named adapters
             for an in adapters:
                 logits_ok(f"logits_{an}")
-            if case.get("mixed_batch_adapter_names"):
+            mixed = case.get("mixed_batch_adapter_names")
+            if mixed:
                 logits_ok("mixed_logits")
+                if len(mixed) != B or not set(mixed) <= set(adapters) | {BASE_ADAPTER}:
+                    cerr(f"mixed_batch_adapter_names {mixed}: one of the adapters or {BASE_ADAPTER!r} per row")
             w = case.get("weighted")
             if w:
-                logits_ok(f"{w['combination_type']}_{'_'.join(str(x) for x in w['weights'])}_logits")
+                wa, ww = w.get("adapters", []), w.get("weights", [])
+                if not set(wa) <= set(adapters) or len(wa) != len(ww):
+                    cerr(f"weighted {w}: adapters and weights do not fit")
+                logits_ok(w.get("logits_key") or f"{w['combination_type']}_{'_'.join(str(x) for x in ww)}_logits")
+            if "base_logits" in h:
+                logits_ok("base_logits")
+            d = case.get("delete")
+            if d:
+                if d.get("adapter") not in adapters or d.get("then_active") not in adapters:
+                    cerr(f"delete {d}: not among the adapters")
+                logits_ok(d.get("logits_key", "?"))
         else:
             logits_ok("logits")
             if need("loss", "F32") and shape("loss") != [1]:
