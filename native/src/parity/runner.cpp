@@ -57,6 +57,10 @@ struct Case {
   io::TensorMap io;
   double rtol = 1e-4;
   double atol = 1e-5;
+  // After training the reference is only as exact as its own sensitivity to rounding: generate.py measures it
+  // (the spread of PEFT's step-3 results when the initial weights move by one ulp) and writes step3_tolerance.
+  double step3_rtol = 1e-4;
+  double step3_atol = 1e-5;
 
   std::string method() const { return spec.value("method", std::string("NONE")); }
   std::string task() const { return spec.value("task", std::string()); }
@@ -95,6 +99,16 @@ Case load_case(const std::string& dir, const std::string& name) {
       fail(ErrorKind::Format, "case " + name + ": tolerance must be {rtol: number, atol: number}");
     c.rtol = tol["rtol"].get<double>();
     c.atol = tol["atol"].get<double>();
+  }
+  c.step3_rtol = c.rtol;
+  c.step3_atol = c.atol;
+  if (c.spec.contains("step3_tolerance")) {
+    const auto& tol = c.spec["step3_tolerance"];
+    if (!tol.is_object() || !tol.value("rtol", nlohmann::json()).is_number() ||
+        !tol.value("atol", nlohmann::json()).is_number())
+      fail(ErrorKind::Format, "case " + name + ": step3_tolerance must be {rtol: number, atol: number}");
+    c.step3_rtol = std::max(c.rtol, tol["rtol"].get<double>());
+    c.step3_atol = std::max(c.atol, tol["atol"].get<double>());
   }
   c.io = io::read_safetensors(io::join_path(c.folder, c.spec.value("io", std::string("io.safetensors"))));
   return c;
@@ -204,7 +218,7 @@ CheckResult step3_check(tuners::PeftModel& model, const Case& c) {
     adamw.step();
   }
   std::string detail;
-  Comparison cmp = compare(at::tensor(losses), c.at("step_losses"), c.rtol, c.atol);
+  Comparison cmp = compare(at::tensor(losses), c.at("step_losses"), c.step3_rtol, c.step3_atol);
   if (!cmp.ok) detail += "step_losses " + cmp.text + "; ";
   std::map<std::string, at::Tensor> named;
   for (auto& [name, p] : model.trainable_parameters()) named[name] = p;
@@ -221,19 +235,19 @@ CheckResult step3_check(tuners::PeftModel& model, const Case& c) {
       // anywhere within lr per step. They are held to that bound; every other element to the case's tolerance.
       const at::Tensor& g = c.at(grad_key);
       at::Tensor noise = g.abs() < 1e-5 * g.abs().max();
-      double bound = static_cast<double>(steps) * opt.at("lr").get<double>() * 1.01 + c.atol;
+      double bound = static_cast<double>(steps) * opt.at("lr").get<double>() * 1.01 + c.step3_atol;
       at::Tensor wild = (got - want).abs().masked_select(noise);
       if (wild.numel() && wild.max().item<double>() > bound && differ++ == 0)
         detail += key + " moves a noise-level element by " + c10::str(wild.max().item<double>()) + ", beyond " +
                   std::to_string(steps) + " AdamW steps; ";
       got = at::where(noise, want, got);
     }
-    Comparison p = compare(got, want, c.rtol, c.atol);
+    Comparison p = compare(got, want, c.step3_rtol, c.step3_atol);
     if (!p.ok && differ++ == 0) detail += key + " " + p.text + "; ";
   }
   if (differ > 1) detail += std::to_string(differ) + " parameters differ; ";
   if (c.has("step3_logits")) {
-    Comparison l = compare(forward_logits(model, c), c.at("step3_logits"), c.rtol, c.atol);
+    Comparison l = compare(forward_logits(model, c), c.at("step3_logits"), c.step3_rtol, c.step3_atol);
     if (!l.ok) detail += "step3_logits " + l.text + "; ";
   }
   if (detail.empty()) return {Status::Pass, c.name, "step3", ""};
@@ -243,7 +257,7 @@ CheckResult step3_check(tuners::PeftModel& model, const Case& c) {
 std::string adapter_dir(const Case& c, const std::string& relative) { return io::join_path(c.folder, relative); }
 
 // Runs every adapter check of a case whose method peft4j implements.
-void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base,
+void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base, const std::string& save_dir,
                         const std::function<void(const std::string&, const std::function<CheckResult()>&)>& attempt) {
   auto model = std::make_shared<tuners::PeftModel>(base);
   if (c.spec.contains("adapters")) {
@@ -277,12 +291,33 @@ void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base,
         auto adapters = w.at("adapters").get<std::vector<std::string>>();
         auto weights = w.at("weights").get<std::vector<double>>();
         std::string type = w.at("combination_type").get<std::string>();
-        std::string key = type + "_";
-        for (size_t i = 0; i < weights.size(); ++i) key += (i ? "_" : "") + c10::str(weights[i]);
-        key += "_logits";
-        model->add_weighted_adapter(adapters, weights, "weighted", type);
+        // The golden case names its key "<type>_<w1>_<w2>_logits"; generated cases say it in logits_key.
+        std::string key = w.value("logits_key", std::string());
+        if (key.empty()) {
+          key = type + "_";
+          for (size_t i = 0; i < weights.size(); ++i) key += (i ? "_" : "") + c10::str(weights[i]);
+          key += "_logits";
+        }
+        model->add_weighted_adapter(adapters, weights, "weighted", type, w.value("svd_rank", int64_t(0)));
         model->set_adapter("weighted");
-        return compared(c, "weighted", forward_logits(*model, c), key);
+        CheckResult r = compared(c, "weighted", forward_logits(*model, c), key);
+        model->delete_adapter("weighted");
+        return r;
+      });
+    if (c.has("base_logits"))
+      attempt("base", [&] {
+        model->set_disabled(true);
+        at::Tensor logits = forward_logits(*model, c);
+        model->set_disabled(false);
+        return compared(c, "base", logits, "base_logits");
+      });
+    if (c.spec.contains("delete"))
+      attempt("delete", [&] {
+        // Deleting one adapter leaves the others exactly as they were.
+        const auto& d = c.spec["delete"];
+        model->delete_adapter(d.at("adapter").get<std::string>());
+        model->set_adapter(d.at("then_active").get<std::string>());
+        return compared(c, "delete", forward_logits(*model, c), d.at("logits_key").get<std::string>());
       });
     return;
   }
@@ -305,16 +340,23 @@ void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base,
   if (c.io.count("step_losses")) {
     attempt("grad", [&] { return grad_check(*model, c); });
     attempt("step3", [&] { return step3_check(*model, c); });
+    if (!save_dir.empty())
+      attempt("save", [&] {
+        model->save_adapter(io::join_path(save_dir, c.name), "default");
+        return CheckResult{Status::Pass, c.name, "save", ""};
+      });
   }
   if (c.has("merged_logits"))
     attempt("merged", [&] {
       auto merged = model->merge_and_unload();
-      return compared(c, "merged", forward_logits(*merged, c), "merged_logits");
+      Comparison cmp = compare(forward_logits(*merged, c), c.at("merged_logits"), c.step3_rtol, c.step3_atol);
+      if (cmp.ok) return CheckResult{Status::Pass, c.name, "merged", ""};
+      return CheckResult{Status::Fail, c.name, "merged", "merged_logits " + cmp.text};
     });
 }
 
 const std::vector<std::string> kAdapterChecks = {"base", "logits", "loss", "grad", "step3", "merged", "greedy",
-                                                 "mixed", "weighted"};
+                                                 "mixed", "weighted", "delete"};
 
 }  // namespace
 
@@ -427,7 +469,7 @@ std::vector<CheckResult> Runner::run_case(const std::string& name) {
     return results;
   }
   try {
-    run_adapter_checks(c, base, attempt);
+    run_adapter_checks(c, base, save_dir_, attempt);
   } catch (const std::exception& e) {
     record({Status::Fail, name, "load", e.what()});
   }

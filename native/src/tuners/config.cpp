@@ -164,13 +164,14 @@ std::vector<std::string> find_target_modules(models::Model& model, const nlohman
     const std::string& key = item.key();
     // exclude_modules: a regex string or a list of names
     if (const auto* ex = present(config, "exclude_modules")) {
-      if (ex->is_string() ? full_match(ex->get<std::string>(), key, where(config, "exclude_modules"))
-                          : [&] {
-                              for (const auto& e : *config_strings(config, "exclude_modules"))
-                                if (ends_with_component(key, e)) return true;
-                              return false;
-                            }())
-        continue;
+      bool excluded = false;
+      if (ex->is_string()) {
+        excluded = full_match(ex->get<std::string>(), key, where(config, "exclude_modules"));
+      } else {
+        const auto names = config_strings(config, "exclude_modules");
+        for (const auto& e : *names) excluded = excluded || ends_with_component(key, e);
+      }
+      if (excluded) continue;
     }
     if (modules_to_save) {
       bool under = false;

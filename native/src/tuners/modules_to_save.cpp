@@ -10,7 +10,13 @@ ModulesToSaveLayer::ModulesToSaveLayer(std::shared_ptr<torch::nn::Module> origin
 }
 
 void ModulesToSaveLayer::add(const std::string& adapter) {
-  auto copy = base_layer()->clone();
+  std::shared_ptr<torch::nn::Module> copy;
+  try {
+    copy = base_layer()->clone();
+  } catch (const std::exception&) {
+    // libtorch copies only modules built from its cloneable layers (Linear, Embedding, LayerNorm, ...).
+    fail(ErrorKind::Unsupported, "peft4j copies single layers (Linear, Embedding, LayerNorm), not composite modules");
+  }
   for (auto& p : copy->parameters(true)) p.set_requires_grad(true);
   copies_->put_module(adapter, copy);
 }

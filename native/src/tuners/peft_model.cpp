@@ -95,7 +95,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   if (!input.is_object() || !input.contains("peft_type") || !input["peft_type"].is_string())
     fail(ErrorKind::InvalidArgument, "adapter config has no \"peft_type\" string");
   const Tuner& tuner = tuner_for(input["peft_type"].get<std::string>());
-  nlohmann::json config = tuner.normalize_config(input);
+  nlohmann::json config = tuner.resolve_for_model(tuner.normalize_config(input), *base_);
   tuner.check_model(config, *base_);
   if (!adapters_.empty() && adapters_.begin()->second.tuner != &tuner)
     fail(ErrorKind::Unsupported, "this model carries " + adapters_.begin()->second.tuner->peft_type() +
@@ -140,7 +140,11 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
           auto [parent, child] = parent_of(*base_, key);
           parent->replace_module(child, layer);
         }
-        layer->add(name);
+        try {
+          layer->add(name);
+        } catch (const Error& e) {
+          fail(e.kind(), "modules_to_save cannot copy module '" + key + "': " + e.what());
+        }
         adapters_[name].layers.push_back(key);
       }
     }
@@ -202,11 +206,15 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
                  bool required) {
     if (seen.insert(model_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
   };
+  // Model-level tensors that layers also hold (VB-LoRA's vector bank, so that its parameter name is PEFT's) are
+  // saved once, under the model-level key, as PEFT does.
+  std::set<const void*> model_level;
   // Parameters are trained, buffers are frozen state saved with the adapter.
   auto add_dict = [&](const AdapterDict& dict, const std::string& dict_prefix) {
     auto params = dict.named_parameters(false);
     if (const auto* p = params.find(name)) {
-      add(dict_prefix, tuner.checkpoint_key(dict_prefix, name), *p, !dict.is_frozen(name), true);
+      if (model_level.count(p->unsafeGetTensorImpl())) return;
+      if (dict.is_persistent(name)) add(dict_prefix, tuner.checkpoint_key(dict_prefix, name), *p, !dict.is_frozen(name), true);
     } else {
       auto& module = dict.module(name);
       for (const auto& p : module.named_parameters(true)) {
@@ -224,6 +232,7 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
     auto* dict = dynamic_cast<AdapterDict*>(child.value().get());
     if (dict && dict->contains(name)) add_dict(*dict, "base_model." + child.key() + "." + name);
   }
+  for (const auto& t : out) model_level.insert(t.tensor.unsafeGetTensorImpl());
   std::vector<std::string> lora_layer_paths;
   for (const auto& [path, layer] : layers) {
     if (!layer->has_adapter(name)) continue;
@@ -257,7 +266,8 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
           key.find(".modules_to_save.") == std::string::npos && key.find(".original_module.") == std::string::npos)
         add(kPrefix + key, kPrefix + key, p.value(), true, true);
     }
-  } else if (bias == "lora_only") {
+  } else if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0) {
+    // "<method>_only" (lora_only, vblora_only, ...): the biases of the method's layers, as PEFT reads any such value.
     for (const auto& path : lora_layer_paths) {
       auto params = module_at(base, path + ".base_layer")->named_parameters(false);
       if (const auto* b = params.find("bias"); b && b->defined())
@@ -285,6 +295,7 @@ io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
   const Adapter& a = adapter(name);
   io::TensorMap out;
   for (const auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) out[t.checkpoint_key] = t.tensor.detach();
+  a.tuner->to_checkpoint(out, a.config);
   return out;
 }
 
@@ -320,6 +331,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   std::vector<std::string> problems;
   try {
     const Adapter& a = adapter(name);
+    a.tuner->from_checkpoint(weights, a.config);
     std::map<std::string, AdapterTensor> by_checkpoint;
     for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) by_checkpoint.emplace(t.checkpoint_key, t);
     for (const auto& [key, value] : weights) {
@@ -405,10 +417,16 @@ std::shared_ptr<models::Model> PeftModel::merge_and_unload() {
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   state_->row_adapters = nullptr;
   models::ModelOutput out = base_->forward(inputs);
-  if (is_training() && out.loss.defined() && !state_->disabled) {
-    auto layers = adapter_layers();
+  if (out.loss.defined()) {
+    NamedLayers layers;
+    bool listed = false;  // listing the layers walks the whole model: only when a term is wanted
     for (const auto& name : state_->active) {
       const Adapter& a = adapter(name);
+      if (!a.tuner->loss_term_always() && (!is_training() || state_->disabled)) continue;
+      if (!listed) {
+        layers = adapter_layers();
+        listed = true;
+      }
       at::Tensor term = a.tuner->training_loss_term(layers, name, a.config);
       if (term.defined()) out.loss = out.loss + term;
     }
@@ -521,11 +539,10 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
       target_a.copy_(a);
       target_b.copy_(b);
     } else {
-      // svd: the weighted sum of the deltas (PEFT weights each by weight x scaling on top of the delta's own
-      // scaling), truncated to new_rank singular triplets.
+      // svd: the weighted sum of the deltas (each already scaled), truncated to new_rank singular triplets.
       at::Tensor delta;
       for (size_t i = 0; i < present.size(); ++i) {
-        at::Tensor d = layer->delta_weight(present[i]) * (w[i] * layer->scaling(present[i]));
+        at::Tensor d = layer->delta_weight(present[i]) * w[i];
         delta = delta.defined() ? delta + d : d;
       }
       // delta_weight is in the base weight layout; the SVD factors B [out, r] @ A [r, in].
