@@ -258,6 +258,20 @@ class BertLayerImpl : public torch::nn::Module {
   std::shared_ptr<BertResidualOutputImpl> output;
 };
 
+// HF's BertPooler: tanh(dense(first token)). A cloneable one-tensor module, so that modules_to_save can train a
+// copy of it as PEFT can.
+class BertPoolerImpl : public torch::nn::Cloneable<BertPoolerImpl>, public TensorModule {
+ public:
+  explicit BertPoolerImpl(int64_t hidden_size) : hidden_size_(hidden_size) { reset(); }
+  void reset() override { register_module("dense", torch::nn::Linear(hidden_size_, hidden_size_)); }
+  at::Tensor forward(const at::Tensor& hidden) override {
+    return at::tanh(forward_child(*this, "dense", hidden.select(1, 0)));
+  }
+
+ private:
+  int64_t hidden_size_;
+};
+
 BertForSequenceClassification::BertForSequenceClassification(const nlohmann::json& config)
     : json_(config), config_(BertConfig::from_json(config)) {
   auto bert = register_module("bert", std::make_shared<torch::nn::Module>());
@@ -268,8 +282,7 @@ BertForSequenceClassification::BertForSequenceClassification(const nlohmann::jso
     layers_.push_back(std::make_shared<BertLayerImpl>(config_));
     layer_list->push_back(layers_.back());
   }
-  pooler_ = bert->register_module("pooler", std::make_shared<torch::nn::Module>());
-  pooler_->register_module("dense", torch::nn::Linear(config_.hidden_size, config_.hidden_size));
+  bert->register_module("pooler", std::make_shared<BertPoolerImpl>(config_.hidden_size));
   auto classifier = register_module("classifier", torch::nn::Linear(config_.hidden_size, config_.num_labels));
   // HF's initialisation of a new head: normal(0, initializer_range) weights, zero bias.
   at::NoGradGuard no_grad;
@@ -335,7 +348,7 @@ ModelOutput BertForSequenceClassification::forward(const ModelInputs& in) {
   for (size_t i = 0; i < layers_.size(); ++i)
     hidden = layers_[i]->forward(hidden, mask, prefixes ? &(*prefixes)[i] : nullptr);
 
-  at::Tensor pooled = at::tanh(forward_child(*pooler_, "dense", hidden.select(1, 0)));
+  at::Tensor pooled = forward_child(*named_children()["bert"], "pooler", hidden);
   ModelOutput out;
   out.logits = forward_child(*this, "classifier", at::dropout(pooled, config_.classifier_dropout, is_training()));
 

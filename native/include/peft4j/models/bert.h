@@ -81,7 +81,6 @@ class BertForSequenceClassification : public Model {
   BertConfig config_;
   std::shared_ptr<BertEmbeddingsImpl> embeddings_;
   std::vector<std::shared_ptr<BertLayerImpl>> layers_;
-  std::shared_ptr<torch::nn::Module> pooler_;
 };
 
 }  // namespace peft4j::models
