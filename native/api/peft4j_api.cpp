@@ -160,7 +160,7 @@ struct ParityState {
   std::unique_ptr<parity::Runner> runner;
 };
 
-ParityRunHandle::ParityRunHandle(const std::string& dir, const std::string& cases) {
+ParityRunHandle::ParityRunHandle(const std::string& dir, const std::string& cases, const std::string& saveAdapters) {
   state_ = guard([&] {
     std::vector<std::string> only;
     std::stringstream list(cases);
@@ -168,6 +168,7 @@ ParityRunHandle::ParityRunHandle(const std::string& dir, const std::string& case
       if (!name.empty()) only.push_back(name);
     auto state = std::make_shared<ParityState>();
     state->runner = std::make_unique<parity::Runner>(dir, only);
+    if (!saveAdapters.empty()) state->runner->save_adapters_to(saveAdapters);
     return state;
   });
 }

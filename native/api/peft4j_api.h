@@ -74,8 +74,9 @@ void writeSafetensors(const std::string& path, const TensorMapHandle& tensors);
 // case so that lines appear as they are produced.
 class ParityRunHandle {
  public:
-  // `cases` is a comma-separated list of case names; empty runs every case.
-  ParityRunHandle(const std::string& dir, const std::string& cases);
+  // `cases` is a comma-separated list of case names; empty runs every case. A non-empty `saveAdapters`
+  // writes each trained single-adapter case's adapter to <saveAdapters>/<case>.
+  ParityRunHandle(const std::string& dir, const std::string& cases, const std::string& saveAdapters);
   int64_t caseCount() const;
   std::string caseName(int64_t index) const;
   // Runs one case and returns its lines ("PASS case check", ...), newline-separated.

@@ -16,7 +16,7 @@ namespace {
 
 int usage() {
   std::cerr << "usage: peft4j-native inspect PATH\n"
-               "       peft4j-native parity DIR [--case NAME]...\n"
+               "       peft4j-native parity DIR [--case NAME]... [--save-adapters OUT]\n"
                "       peft4j-native bench forward [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                                   [--intermediate 8192] [--vocab 128256] [--batch 1] [--seq 128]\n"
                "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n";
@@ -25,10 +25,12 @@ int usage() {
 
 int parity(const std::vector<std::string>& args) {
   std::vector<std::string> only;
-  std::string dir;
+  std::string dir, save;
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--case" && i + 1 < args.size()) {
       only.push_back(args[++i]);
+    } else if (args[i] == "--save-adapters" && i + 1 < args.size()) {
+      save = args[++i];
     } else if (dir.empty() && args[i].rfind("--", 0) != 0) {
       dir = args[i];
     } else {
@@ -37,6 +39,7 @@ int parity(const std::vector<std::string>& args) {
   }
   if (dir.empty()) return usage();
   peft4j::parity::Runner runner(dir, only);
+  if (!save.empty()) runner.save_adapters_to(save);
   for (const auto& name : runner.cases())
     for (const auto& result : runner.run_case(name)) std::cout << result.line() << std::endl;
   std::cout << runner.summary() << std::endl;

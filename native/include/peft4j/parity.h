@@ -33,6 +33,9 @@ class Runner {
  public:
   // `dir` holds cases/<name>/case.json; `only` restricts to these case names (each must exist).
   Runner(const std::string& dir, const std::vector<std::string>& only = {});
+  // After training, write each single-adapter case's adapter in PEFT's format to <dir>/<case> (check "save"),
+  // for HF PEFT to load back (python-parity/check_adapter.py --saved-root).
+  void save_adapters_to(const std::string& dir) { save_dir_ = dir; }
   const std::vector<std::string>& cases() const { return cases_; }
   // Runs every check of one case; a case that cannot even load reports one FAIL naming why.
   std::vector<CheckResult> run_case(const std::string& name);
@@ -44,6 +47,7 @@ class Runner {
 
  private:
   std::string dir_;
+  std::string save_dir_;
   std::vector<std::string> cases_;
   int passed_ = 0, failed_ = 0, skipped_ = 0;
 };

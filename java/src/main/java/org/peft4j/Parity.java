@@ -20,7 +20,16 @@ public final class Parity {
      * {@code out} as soon as its case finishes.
      */
     public static Result run(Path dir, List<String> cases, Consumer<String> out) {
-        ParityRunHandle run = Native.call(() -> new ParityRunHandle(dir.toString(), String.join(",", cases)));
+        return run(dir, cases, null, out);
+    }
+
+    /**
+     * As {@link #run(Path, List, Consumer)}; with {@code saveAdapters} non-null, each trained single-adapter case's
+     * adapter is written in PEFT's format to {@code saveAdapters/<case>} (a "save" check), for HF PEFT to load back.
+     */
+    public static Result run(Path dir, List<String> cases, Path saveAdapters, Consumer<String> out) {
+        String save = saveAdapters == null ? "" : saveAdapters.toString();
+        ParityRunHandle run = Native.call(() -> new ParityRunHandle(dir.toString(), String.join(",", cases), save));
         try {
             long count = Native.call(run::caseCount);
             for (long i = 0; i < count; i++) {

@@ -21,9 +21,13 @@ final class ParityCommand implements Callable<Integer> {
     @Option(names = "--case", paramLabel = "NAME", description = "run only this case (repeatable)")
     List<String> cases = new ArrayList<>();
 
+    @Option(names = "--save-adapters", paramLabel = "OUT",
+            description = "after training, write each case's adapter in PEFT's format to OUT/<case>")
+    Path saveAdapters;
+
     @Override
     public Integer call() {
-        Parity.Result result = Parity.run(dir, cases, line -> {
+        Parity.Result result = Parity.run(dir, cases, saveAdapters, line -> {
             System.out.println(line);
             System.out.flush();
         });
