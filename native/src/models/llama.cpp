@@ -243,9 +243,9 @@ LlamaConfig LlamaConfig::from_json(const json& config) {
 
 // ---- modules ----
 
-LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden_size, double eps) : eps_(eps) {
-  weight = register_parameter("weight", at::ones({hidden_size}));
-}
+LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden_size, double eps) : hidden_size_(hidden_size), eps_(eps) { reset(); }
+
+void LlamaRMSNormImpl::reset() { weight = register_parameter("weight", at::ones({hidden_size_})); }
 
 at::Tensor LlamaRMSNormImpl::forward(const at::Tensor& input) {
   at::Tensor x = input.to(at::kFloat);

@@ -1,6 +1,7 @@
 #include "peft4j/models/t5.h"
 
 #include <algorithm>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <cmath>
@@ -156,10 +157,12 @@ T5Config T5Config::from_json(const nlohmann::json& json) {
   return c;
 }
 
-// T5's RMS norm: no mean subtraction, no bias, the variance accumulated in f32.
-class T5LayerNormImpl : public torch::nn::Module, public TensorModule {
+// T5's RMS norm: no mean subtraction, no bias, the variance accumulated in f32. Cloneable so that a tuner can copy
+// it (LN tuning trains a copy per adapter).
+class T5LayerNormImpl : public torch::nn::Cloneable<T5LayerNormImpl>, public TensorModule {
  public:
-  T5LayerNormImpl(int64_t size, double eps) : eps_(eps) { weight = register_parameter("weight", at::ones({size})); }
+  T5LayerNormImpl(int64_t size, double eps) : size_(size), eps_(eps) { reset(); }
+  void reset() override { weight = register_parameter("weight", at::ones({size_})); }
 
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor variance = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
@@ -172,6 +175,7 @@ class T5LayerNormImpl : public torch::nn::Module, public TensorModule {
   at::Tensor weight;
 
  private:
+  int64_t size_;
   double eps_;
 };
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -70,13 +71,16 @@ struct LlamaConfig {
 };
 
 // Root-mean-square layer norm: x / sqrt(mean(x^2) + eps) computed in f32, cast back, times "weight".
-class LlamaRMSNormImpl : public torch::nn::Module, public TensorModule {
+// Cloneable so that a tuner can copy it (LN tuning trains a copy per adapter).
+class LlamaRMSNormImpl : public torch::nn::Cloneable<LlamaRMSNormImpl>, public TensorModule {
  public:
   LlamaRMSNormImpl(int64_t hidden_size, double eps);
+  void reset() override;
   at::Tensor forward(const at::Tensor& input) override;
   at::Tensor weight;
 
  private:
+  int64_t hidden_size_;
   double eps_;
 };
 

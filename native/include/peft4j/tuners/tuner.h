@@ -67,7 +67,8 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // Merging folds an adapter into the base weight. Methods that cannot merge keep these defaults, which
   // raise Error(Unsupported) naming the method.
   virtual bool can_merge() const { return false; }
-  void merge(const std::vector<std::string>& adapters);
+  // Virtual for methods that merge under rules of their own (LN tuning: one adapter at a time).
+  virtual void merge(const std::vector<std::string>& adapters);
   void unmerge();
   const std::vector<std::string>& merged_adapters() const { return merged_; }
 

@@ -1,0 +1,141 @@
+// LN tuning. Random state: none; each adapter starts as an exact copy of the module it wraps.
+#include "peft4j/tuners/ln_tuning.h"
+
+#include <algorithm>
+
+#include "peft4j/error.h"
+#include "peft4j/tuners/config.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+// Every field of PEFT 0.21's LNTuningConfig with its default, so an adapter we save loads in PEFT.
+const nlohmann::json kDefaults = {{"peft_type", "LN_TUNING"}, {"task_type", nullptr},
+                                  {"base_model_name_or_path", nullptr}, {"revision", nullptr},
+                                  {"inference_mode", false}, {"auto_mapping", nullptr},
+                                  {"target_modules", nullptr}, {"exclude_modules", nullptr},
+                                  {"modules_to_save", nullptr}};
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+// A module the models call with one tensor (forward_module), so a wrapper in its place takes effect.
+bool callable(const torch::nn::Module& m) {
+  return (dynamic_cast<const models::TensorModule*>(&m) && !dynamic_cast<const AdapterLayer*>(&m)) ||
+         dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) ||
+         dynamic_cast<const torch::nn::LayerNormImpl*>(&m);
+}
+
+class LnTuningTuner : public Tuner {
+ public:
+  std::string peft_type() const override { return "LN_TUNING"; }
+
+  nlohmann::json normalize_config(const nlohmann::json& input) const override {
+    nlohmann::json config = with_defaults(input, kDefaults);
+    if (config["target_modules"].is_null())
+      fail(ErrorKind::InvalidArgument, "LN_TUNING config field 'target_modules' is required (a list of module names "
+                                       "or a regular expression); peft4j does not fill PEFT's per-architecture "
+                                       "defaults");
+    config_strings(config, "target_modules");
+    return config;
+  }
+
+  bool can_wrap(const torch::nn::Module& m) const override {
+    return callable(m) || dynamic_cast<const LnTuningLayer*>(&m);
+  }
+
+  // PEFT copies whatever module is targeted; peft4j needs it to be one the model calls through its name (a norm,
+  // a projection), so anything else is refused by name rather than skipped.
+  void check_model(const nlohmann::json& config, models::Model& model) const override {
+    std::vector<std::string> layers;
+    for (const auto& item : model.named_modules("", false))
+      if (dynamic_cast<AdapterLayer*>(item.value().get())) layers.push_back(item.key() + ".");
+    for (const auto& key : find_target_modules(model, config, [](const torch::nn::Module&) { return true; })) {
+      bool inside = false;
+      for (const auto& prefix : layers) inside = inside || starts_with(key, prefix);
+      auto module = module_at(model, key);
+      if (!inside && !can_wrap(*module) && !dynamic_cast<AdapterLayer*>(module.get()))
+        fail(ErrorKind::Unsupported, "LN_TUNING cannot wrap target module '" + key + "' (" + module->name() +
+                                         "): peft4j tunes norm layers and other single-tensor modules only");
+    }
+  }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<LnTuningLayer>(target);
+    if (!layer) layer = std::make_shared<LnTuningLayer>(target, ctx.state);
+    layer->add(ctx.adapter);
+    return layer;
+  }
+
+  // A new adapter is always an exact copy of the module, so the config is already the identity.
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override { return config; }
+};
+
+[[maybe_unused]] const bool registered = register_tuner(std::make_shared<LnTuningTuner>());
+
+}  // namespace
+
+LnTuningLayer::LnTuningLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
+    : AdapterLayer(std::move(base), std::move(state)) {
+  copies_ = register_module("ln_tuning_layers", std::make_shared<AdapterDict>());
+}
+
+void LnTuningLayer::add(const std::string& adapter) {
+  // Copy the module as it is now, even while another adapter is merged: PEFT copies base_layer, which then holds
+  // the merged adapter's copy.
+  std::shared_ptr<torch::nn::Module> copy;
+  try {
+    copy = base_layer()->clone();
+  } catch (const c10::Error&) {
+    fail(ErrorKind::Unsupported, "LN_TUNING cannot copy module " + base_layer()->name() + " (not cloneable)");
+  }
+  for (auto& p : copy->parameters(true)) p.set_requires_grad(true);
+  copies_->put_module(adapter, copy);
+}
+
+std::shared_ptr<torch::nn::Module> LnTuningLayer::copy(const std::string& adapter) const {
+  auto children = copies_->named_children();
+  const auto* child = children.find(adapter);
+  if (!child) fail(ErrorKind::NotFound, "no LN_TUNING copy for adapter '" + adapter + "'");
+  return *child;
+}
+
+at::Tensor LnTuningLayer::apply(const at::Tensor& x, const at::Tensor&, const std::string& adapter) {
+  return models::forward_module(*copy(adapter), x);
+}
+
+at::Tensor LnTuningLayer::adapted_forward(const at::Tensor& x) {
+  const auto& active = state_->active;
+  if (active.size() > 1)
+    fail(ErrorKind::InvalidArgument, "LN_TUNING runs one adapter at a time, but " + std::to_string(active.size()) +
+                                         " are active");
+  if (active.empty() || !has_adapter(active[0])) return base_forward(x);
+  return apply(x, at::Tensor(), active[0]);
+}
+
+void LnTuningLayer::merge(const std::vector<std::string>& adapters) {
+  std::vector<std::string> todo;
+  for (const auto& a : adapters)
+    if (has_adapter(a) && !std::count(merged_.begin(), merged_.end(), a)) todo.push_back(a);
+  if (todo.empty()) return;
+  if (todo.size() > 1)
+    fail(ErrorKind::InvalidArgument, "LN_TUNING merges one adapter at a time, but " + std::to_string(todo.size()) +
+                                         " were given");
+  if (!merged_.empty()) unmerge();
+  merge_adapter(todo[0]);
+  merged_.push_back(todo[0]);
+}
+
+void LnTuningLayer::swap(const std::string& adapter) {
+  auto tuned = copy(adapter);
+  auto original = base_layer();
+  replace_module(base_name(), tuned);
+  copies_->put_module(adapter, original);
+}
+
+void LnTuningLayer::merge_adapter(const std::string& adapter) { swap(adapter); }
+
+void LnTuningLayer::unmerge_adapter(const std::string& adapter) { swap(adapter); }
+
+}  // namespace peft4j::tuners

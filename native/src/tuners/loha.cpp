@@ -1,0 +1,98 @@
+// LoHa. Random state: none derived from a seed. The initial factors are trainable parameters saved with the adapter;
+// a new adapter draws them from libtorch's default generator in PEFT's order (w1_a, w1_b, w2_a[, w2_b]) and shapes,
+// in f32 on the CPU before moving them, so a given seed gives PEFT's values. rank_dropout and module_dropout draw
+// from the same generator as PEFT's torch.rand does, in training only.
+#include "peft4j/tuners/loha.h"
+
+#include "peft4j/error.h"
+#include "peft4j/tuners/config.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+// Every field of PEFT 0.21's LoHaConfig with its default, so an adapter we save loads in PEFT.
+const nlohmann::json kDefaults = {
+    {"peft_type", "LOHA"}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr}, {"revision", nullptr},
+    {"inference_mode", false}, {"auto_mapping", nullptr}, {"rank_pattern", nlohmann::json::object()},
+    {"alpha_pattern", nlohmann::json::object()}, {"r", 8}, {"alpha", 8}, {"rank_dropout", 0.0},
+    {"module_dropout", 0.0}, {"use_effective_conv2d", false}, {"target_modules", nullptr},
+    {"exclude_modules", nullptr}, {"init_weights", true}, {"layers_to_transform", nullptr},
+    {"layers_pattern", nullptr}, {"modules_to_save", nullptr}};
+
+class LohaTuner : public Tuner {
+ public:
+  std::string peft_type() const override { return "LOHA"; }
+
+  nlohmann::json normalize_config(const nlohmann::json& input) const override {
+    nlohmann::json config = lycoris::normalize(input, kDefaults, "LOHA");
+    config_bool(config, "init_weights", true);
+    return config;
+  }
+
+  bool can_wrap(const torch::nn::Module& m) const override {
+    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const LohaLayer*>(&m);
+  }
+
+  void check_model(const nlohmann::json& config, models::Model& model) const override {
+    lycoris::require_linear_targets(config, model, "LOHA");
+  }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<LohaLayer>(target);
+    if (!layer) layer = std::make_shared<LohaLayer>(target, ctx.state);
+    auto [r, alpha] = lycoris::rank_and_alpha(ctx.config, ctx.key);
+    layer->add(ctx.adapter, r, alpha, ctx.config, ctx.initialise);
+    return layer;
+  }
+
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    nlohmann::json identity = config;
+    identity["init_weights"] = true;
+    return identity;
+  }
+};
+
+[[maybe_unused]] const bool registered = register_tuner(std::make_shared<LohaTuner>());
+
+}  // namespace
+
+LohaLayer::LohaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
+    : LycorisLayer(std::move(base), std::move(state), "LOHA") {
+  hada_w1_a_ = register_module("hada_w1_a", std::make_shared<AdapterDict>());
+  hada_w1_b_ = register_module("hada_w1_b", std::make_shared<AdapterDict>());
+  hada_w2_a_ = register_module("hada_w2_a", std::make_shared<AdapterDict>());
+  hada_w2_b_ = register_module("hada_w2_b", std::make_shared<AdapterDict>());
+  hada_t1_ = register_module("hada_t1", std::make_shared<AdapterDict>());
+  hada_t2_ = register_module("hada_t2", std::make_shared<AdapterDict>());
+}
+
+void LohaLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config,
+                    bool initialise) {
+  set_hyper(adapter, r, alpha, config, /*rank_dropout_scale=*/true);
+  // init_weights true (FedPara's He init with one factor zero, so ΔW = 0) or false (every factor random).
+  const bool zero_w2_b = config_bool(config, "init_weights", true);
+  auto random = [&](at::Tensor& t) {
+    if (initialise) lycoris::kaiming_uniform(t);
+  };
+  auto last = [&](at::Tensor& t) {
+    if (!initialise) return;
+    if (zero_w2_b)
+      t.zero_();
+    else
+      lycoris::kaiming_uniform(t);
+  };
+  hada_w1_a_->put_parameter(adapter, make_factor({out_features_, r}, random));
+  hada_w1_b_->put_parameter(adapter, make_factor({r, in_features_}, random));
+  hada_w2_a_->put_parameter(adapter, make_factor({out_features_, r}, random));
+  hada_w2_b_->put_parameter(adapter, make_factor({r, in_features_}, last));
+}
+
+at::Tensor LohaLayer::delta_weight(const std::string& adapter) const {
+  at::Tensor w1 = at::matmul(hada_w1_a_->parameter(adapter), hada_w1_b_->parameter(adapter));
+  at::Tensor w2 = at::matmul(hada_w2_a_->parameter(adapter), hada_w2_b_->parameter(adapter));
+  return (w1 * w2) * scaling(adapter);
+}
+
+}  // namespace peft4j::tuners
