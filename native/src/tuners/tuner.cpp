@@ -28,13 +28,18 @@ void AdapterDict::put_parameter(const std::string& adapter, const at::Tensor& va
   if (parameters_.contains(adapter)) parameters_.erase(adapter);
   register_parameter(adapter, value);
   frozen_.erase(adapter);
+  transient_.erase(adapter);
 }
 
 // libtorch cannot unregister a buffer, so frozen state is a parameter that never requires grad.
-void AdapterDict::put_buffer(const std::string& adapter, const at::Tensor& value) {
+void AdapterDict::put_buffer(const std::string& adapter, const at::Tensor& value, bool persistent) {
   if (parameters_.contains(adapter)) parameters_.erase(adapter);
   register_parameter(adapter, value, /*requires_grad=*/false);
   frozen_.insert(adapter);
+  if (persistent)
+    transient_.erase(adapter);
+  else
+    transient_.insert(adapter);
 }
 
 bool AdapterDict::contains(const std::string& adapter) const {
@@ -45,6 +50,7 @@ void AdapterDict::remove(const std::string& adapter) {
   if (named_children().contains(adapter)) unregister_module(adapter);
   if (parameters_.contains(adapter)) parameters_.erase(adapter);
   frozen_.erase(adapter);
+  transient_.erase(adapter);
 }
 
 torch::nn::Module& AdapterDict::module(const std::string& adapter) const {

@@ -37,8 +37,11 @@ class AdapterDict : public torch::nn::Module {
  public:
   void put_module(const std::string& adapter, std::shared_ptr<torch::nn::Module> module);
   void put_parameter(const std::string& adapter, const at::Tensor& value);
-  // A frozen tensor saved with the adapter (PEFT's BufferDict), e.g. VeRA's shared projections.
-  void put_buffer(const std::string& adapter, const at::Tensor& value);
+  // A frozen tensor saved with the adapter (PEFT's BufferDict), e.g. VeRA's shared projections. `persistent` false
+  // keeps it out of saved adapters and of the tensors a load expects (PEFT's BufferDict(persistent=False), used by
+  // VeRA/RandLoRA with save_projection=false, which regenerate the tensor from a seed instead).
+  void put_buffer(const std::string& adapter, const at::Tensor& value, bool persistent = true);
+  bool is_persistent(const std::string& adapter) const { return transient_.count(adapter) == 0; }
   bool contains(const std::string& adapter) const;
   void remove(const std::string& adapter);
   torch::nn::Module& module(const std::string& adapter) const;
@@ -49,6 +52,7 @@ class AdapterDict : public torch::nn::Module {
 
  private:
   std::set<std::string> frozen_;
+  std::set<std::string> transient_;  // frozen entries that are not saved
 };
 
 // PEFT's BaseTunerLayer: wraps the target module, registered as "base_layer", and adds adapters beside it.

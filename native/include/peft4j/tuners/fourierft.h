@@ -1,0 +1,44 @@
+// FourierFT (Gao et al., ICML 2024) as PEFT 0.21 implements it: per layer n trainable spectral coefficients at
+// fixed random frequencies (entries of an out × in spectrum); ΔW = Re(ifft2(dense spectrum)) · scaling, and
+// Δh = ΔW x, on Linear and GPT-2's Conv1D.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/tuner.h"
+
+namespace peft4j::tuners {
+
+class FourierFTLayer : public AdapterLayer {
+ public:
+  FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
+
+  std::string peft_type() const override { return "FOURIERFT"; }
+  bool has_adapter(const std::string& adapter) const override { return n_frequency_.count(adapter) > 0; }
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
+  bool can_merge() const override { return true; }
+  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
+  at::Tensor forward(const at::Tensor& x) override;
+
+  void add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config, bool initialise);
+  // ΔW as [out, in] (the layout the forward uses for Linear and Conv1D alike).
+  at::Tensor delta_weight(const std::string& adapter) const;
+  // The chosen frequencies as [2, n]: rows and columns of the spectrum.
+  const at::Tensor& indices(const std::string& adapter) const { return indices_.at(adapter); }
+
+ protected:
+  void merge_adapter(const std::string& adapter) override;
+  void unmerge_adapter(const std::string& adapter) override;
+  void forget_adapter(const std::string& adapter) override;
+
+ private:
+  LinearShape shape_;
+  std::shared_ptr<AdapterDict> fourierft_spectrum_;
+  std::map<std::string, int64_t> n_frequency_;
+  std::map<std::string, double> scaling_;
+  std::map<std::string, at::Tensor> indices_;  // PEFT's plain dict: derived from the seed, never saved
+};
+
+}  // namespace peft4j::tuners

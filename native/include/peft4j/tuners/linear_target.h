@@ -1,0 +1,54 @@
+// What the methods that wrap one dense projection share (VeRA, FourierFT, RandLoRA, SHiRA, C3A): the shape and
+// weight layout of the wrapped nn.Linear or GPT-2 Conv1D, the largest target shape that sizes a shared random
+// projection (PEFT's _find_dim), and the config fields these methods check alike.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft4j/models/model.h"
+
+namespace peft4j::tuners {
+
+struct LinearShape {
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  bool fan_in_fan_out = false;  // Conv1D stores its weight [in, out]
+};
+
+// The shape of an nn.Linear, or of a Conv1D when `conv1d` is allowed; an AdapterLayer is looked through to the
+// module it wraps. nullopt for any other module.
+std::optional<LinearShape> linear_shape(const torch::nn::Module& module, bool conv1d = true);
+
+// The "weight" of a Linear or Conv1D as stored, and its "bias" (undefined when it has none).
+at::Tensor linear_weight(const torch::nn::Module& module);
+at::Tensor linear_bias(const torch::nn::Module& module);
+
+// PEFT's _find_dim: the elementwise largest (out_features, in_features) over the targeted modules.
+std::pair<int64_t, int64_t> largest_target_shape(models::Model& model, const std::vector<std::string>& targets);
+
+// dtype and device of the first target's weight: where model-level tensors live, as PEFT moves them there.
+at::TensorOptions target_options(models::Model& model, const std::vector<std::string>& targets);
+
+// Low-precision CPU tensors are computed in f32 (CPU bf16/f16 matmuls are slow), as PEFT's get_delta_weight does.
+bool upcast_on_cpu(const at::Tensor& t);
+
+// Checks shared by these methods' configs, each error naming the field: target_modules present, layers_pattern only
+// with layers_to_transform, `bias` (when the method has it) "none" or "all" — PEFT's "<method>_only" saves the
+// biases without training them and is refused — and a dropout field (when given) in [0, 1).
+void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field = "");
+
+struct AdapterState;
+
+// PEFT 0.21 routes mixed batches (adapter_names) for LoRA only; these methods' PeftModel.forward drops the argument
+// and applies the active adapters to every row. Rather than give other numbers than PEFT, or the same numbers while
+// ignoring the request, their layers refuse a mixed batch: Error(Unsupported) naming the method.
+void refuse_mixed_batch(const AdapterState& state, const std::string& method);
+
+}  // namespace peft4j::tuners

@@ -1,0 +1,46 @@
+// SHiRA (Bhardwaj et al. 2024) as PEFT 0.21 implements it: a sparse high-rank update — r·(in + out) trainable
+// entries of ΔW at fixed positions (a random mask), on Linear layers. The forward applies W + ΔW in one linear, as
+// PEFT's does, rather than adding ΔW x to the base output.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/tuner.h"
+
+namespace peft4j::tuners {
+
+class ShiraLayer : public AdapterLayer {
+ public:
+  ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
+
+  std::string peft_type() const override { return "SHIRA"; }
+  bool has_adapter(const std::string& adapter) const override { return r_.count(adapter) > 0; }
+  // One adapter's update on its own: result + ΔW x (the layer's forward folds all active adapters into W, as PEFT).
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
+  bool can_merge() const override { return true; }
+  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
+  at::Tensor forward(const at::Tensor& x) override;
+
+  void add(const std::string& adapter, int64_t r, const nlohmann::json& config, bool initialise);
+  // ΔW as [out, in], dense.
+  at::Tensor delta_weight(const std::string& adapter) const;
+  // The positions of the trainable entries as [2, n] int32 (rows, columns), PEFT's shira_indices.
+  at::Tensor indices(const std::string& adapter) const { return shira_indices_->parameter(adapter); }
+
+ protected:
+  at::Tensor adapted_forward(const at::Tensor& x) override;
+  void merge_adapter(const std::string& adapter) override;
+  void unmerge_adapter(const std::string& adapter) override;
+  void forget_adapter(const std::string& adapter) override;
+
+ private:
+  LinearShape shape_;
+  std::shared_ptr<AdapterDict> shira_weight_;
+  std::shared_ptr<AdapterDict> shira_indices_;  // frozen int32, saved as "<layer>.shira_indices" as PEFT does
+  std::map<std::string, int64_t> r_;
+  std::map<std::string, double> scaling_;
+};
+
+}  // namespace peft4j::tuners

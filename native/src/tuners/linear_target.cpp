@@ -1,0 +1,99 @@
+#include "peft4j/tuners/linear_target.h"
+
+#include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+
+#include "peft4j/error.h"
+#include "peft4j/models/conv1d.h"
+#include "peft4j/tuners/config.h"
+#include "peft4j/tuners/tuner.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+const torch::nn::Module& unwrapped(const torch::nn::Module& module) {
+  if (const auto* layer = dynamic_cast<const AdapterLayer*>(&module)) return *layer->base_layer();
+  return module;
+}
+
+}  // namespace
+
+std::optional<LinearShape> linear_shape(const torch::nn::Module& module, bool conv1d) {
+  const torch::nn::Module& m = unwrapped(module);
+  if (const auto* linear = dynamic_cast<const torch::nn::LinearImpl*>(&m))
+    return LinearShape{linear->weight.size(1), linear->weight.size(0), false};
+  if (const auto* conv = dynamic_cast<const models::Conv1DImpl*>(&m); conv && conv1d)
+    return LinearShape{conv->weight.size(0), conv->weight.size(1), true};
+  return std::nullopt;
+}
+
+at::Tensor linear_weight(const torch::nn::Module& module) {
+  auto params = unwrapped(module).named_parameters(false);
+  const auto* w = params.find("weight");
+  if (!w) fail(ErrorKind::Internal, "module " + module.name() + " has no weight");
+  return *w;
+}
+
+at::Tensor linear_bias(const torch::nn::Module& module) {
+  auto params = unwrapped(module).named_parameters(false);
+  const auto* b = params.find("bias");
+  return b ? *b : at::Tensor();
+}
+
+std::pair<int64_t, int64_t> largest_target_shape(models::Model& model, const std::vector<std::string>& targets) {
+  int64_t out = 0, in = 0;
+  for (const auto& key : targets)
+    if (auto shape = linear_shape(*module_at(model, key))) {
+      out = std::max(out, shape->out_features);
+      in = std::max(in, shape->in_features);
+    }
+  if (out == 0) fail(ErrorKind::InvalidArgument, "no Linear or Conv1D layer among the targets; check target_modules");
+  return {out, in};
+}
+
+at::TensorOptions target_options(models::Model& model, const std::vector<std::string>& targets) {
+  for (const auto& key : targets) {
+    auto module = module_at(model, key);
+    if (linear_shape(*module)) return linear_weight(*module).options();
+  }
+  fail(ErrorKind::InvalidArgument, "no Linear or Conv1D layer among the targets; check target_modules");
+}
+
+bool upcast_on_cpu(const at::Tensor& t) {
+  return t.device().is_cpu() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
+}
+
+void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field) {
+  const std::string type = config.value("peft_type", std::string("adapter"));
+  if (config["target_modules"].is_null())
+    fail(ErrorKind::InvalidArgument, type + " config field 'target_modules' is required (a list of module names, a "
+                                            "regular expression or \"all-linear\")");
+  if (config.contains("layers_pattern") && !config["layers_pattern"].is_null() &&
+      !(config["layers_pattern"].is_array() && config["layers_pattern"].empty()) &&
+      (!config.contains("layers_to_transform") || config["layers_to_transform"].is_null()))
+    fail(ErrorKind::InvalidArgument,
+         type + " config field 'layers_pattern' needs 'layers_to_transform' (which layer indices to adapt)");
+  if (has_bias) {
+    std::string bias = config_string(config, "bias", "none");
+    if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0)
+      fail(ErrorKind::Unsupported, type + " config field 'bias' = \"" + bias + "\" is not supported by peft4j (\"none\" or \"all\")");
+    if (bias != "none" && bias != "all")
+      fail(ErrorKind::InvalidArgument, type + " config field 'bias' must be \"none\" or \"all\", got \"" + bias + "\"");
+  }
+  if (!dropout_field.empty()) {
+    double p = config_double(config, dropout_field, 0.0);
+    if (p < 0 || p >= 1)
+      fail(ErrorKind::InvalidArgument, type + " config field '" + dropout_field + "' must be in [0, 1), got " +
+                                           config[dropout_field].dump());
+  }
+}
+
+void refuse_mixed_batch(const AdapterState& state, const std::string& method) {
+  if (state.row_adapters && !state.disabled)
+    fail(ErrorKind::Unsupported, method + " adapters do not support mixed batches (one adapter per row): PEFT 0.21 "
+                                          "routes them for LoRA only; run one forward per adapter instead");
+}
+
+}  // namespace peft4j::tuners
