@@ -8,6 +8,9 @@
 #include <utility>
 
 #include "peft4j/error.h"
+#include "model_api.h"
+#include "peft4j/models/generation.h"
+#include "peft4j/models/model.h"
 #include "peft4j/safetensors.h"
 #include "peft4j_api.h"
 
@@ -20,6 +23,11 @@ struct TensorState {
 struct TensorMapState {
   io::TensorMap tensors;
   io::Metadata metadata;
+};
+
+struct ModelState {
+  std::shared_ptr<models::Model> model;
+  models::GenerationConfig generation_defaults;
 };
 
 struct Access {
@@ -35,6 +43,15 @@ struct Access {
   // An empty handle stands for an absent optional input (Java's null): an undefined tensor.
   static at::Tensor optional_tensor(const TensorHandle& h) { return h.state_ ? h.state_->tensor : at::Tensor(); }
   static TensorMapState& map(const TensorMapHandle& h) { return *h.state_; }
+  static ModelHandle wrap_model(std::shared_ptr<ModelState> state) {
+    ModelHandle h;
+    h.state_ = std::move(state);
+    return h;
+  }
+  static ModelState& model(const ModelHandle& h) {
+    if (!h.state_) fail(ErrorKind::InvalidArgument, "model handle is empty (closed or never loaded)");
+    return *h.state_;
+  }
 };
 
 }  // namespace peft4j::api

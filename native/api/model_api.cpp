@@ -11,10 +11,6 @@
 
 namespace peft4j::api {
 
-struct ModelState {
-  std::shared_ptr<models::Model> model;
-  models::GenerationConfig generation_defaults;
-};
 
 namespace {
 

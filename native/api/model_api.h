@@ -73,6 +73,7 @@ class ModelHandle {
 
  private:
   std::shared_ptr<ModelState> state_;
+  friend struct Access;
 };
 
 }  // namespace api

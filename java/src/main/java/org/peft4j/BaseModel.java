@@ -24,7 +24,7 @@ public final class BaseModel extends NativeResource {
     // Passed for inputs that are not given; never modified, so one instance serves every call.
     private static final TensorHandle ABSENT = new TensorHandle();
 
-    private BaseModel(ModelHandle handle) {
+    BaseModel(ModelHandle handle) {
         super(handle, "model");
     }
 
@@ -38,7 +38,7 @@ public final class BaseModel extends NativeResource {
         return Native.call(() -> new BaseModel(ModelHandle.load(dir.toString())));
     }
 
-    private ModelHandle nativeHandle() {
+    ModelHandle nativeHandle() {
         return handle();
     }
 

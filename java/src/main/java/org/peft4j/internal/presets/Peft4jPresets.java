@@ -12,7 +12,7 @@ import org.bytedeco.javacpp.tools.InfoMapper;
  */
 @Properties(
         target = "org.peft4j.internal.Peft4jNative",
-        value = @Platform(include = {"peft4j_api.h", "model_api.h"}, link = "peft4j_core"))
+        value = @Platform(include = {"peft4j_api.h", "model_api.h", "peft_api.h"}, link = "peft4j_core"))
 public class Peft4jPresets implements InfoMapper {
     @Override
     public void map(InfoMap infoMap) {
@@ -20,6 +20,6 @@ public class Peft4jPresets implements InfoMapper {
         // Strings cross as java.lang.String in both directions.
         infoMap.put(new Info("std::string").annotations("@StdString").valueTypes("String").pointerTypes("BytePointer"));
         infoMap.put(new Info("peft4j::api::TensorState", "peft4j::api::TensorMapState", "peft4j::api::ParityState", "peft4j::api::Access").skip());
-        infoMap.put(new Info("peft4j::api::ModelState").skip());
+        infoMap.put(new Info("peft4j::api::ModelState", "peft4j::api::PeftState").skip());
     }
 }

@@ -1,0 +1,182 @@
+package org.peft4j;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Objects;
+import org.peft4j.internal.Peft4jNative.PeftModelHandle;
+
+/**
+ * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
+ * saved to PEFT's files ({@code adapter_config.json} + {@code adapter_model.safetensors}, PEFT's keys), so they
+ * move freely between peft4j and Python.
+ *
+ * <p>Wrapping adapts the base model in place, as {@code get_peft_model} does: use the {@code PeftModel} from then
+ * on. Errors (a target module that does not exist, an adapter that does not fit the base, an unknown
+ * {@code peft_type}, a missing key) raise a {@link PeftException} naming the problem and leave the model as it was.
+ *
+ * <pre>{@code
+ * try (BaseModel base = BaseModel.load(Path.of("models/llama"));
+ *      PeftModel model = PeftModel.load(base, Path.of("my-adapter"))) {
+ *     Tensor logits = model.forward(ids, mask);
+ * }
+ * }</pre>
+ */
+public final class PeftModel extends NativeResource {
+    private final BaseModel view;
+
+    private PeftModel(PeftModelHandle handle) {
+        super(handle, "PEFT model");
+        this.view = new BaseModel(Native.call(handle::model));
+    }
+
+    private PeftModelHandle nativeHandle() {
+        return handle();
+    }
+
+    /** Wraps {@code base} and adds a new adapter {@code name} initialised as {@code config} says. */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config) {
+        PeftModel model = wrap(base);
+        try {
+            model.addAdapter(name, config);
+            return model;
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
+    /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
+    public static PeftModel load(BaseModel base, Path adapterDir) {
+        return load(base, adapterDir, "default", false);
+    }
+
+    /** Wraps {@code base} and loads a PEFT adapter directory; {@code trainable} as PEFT's is_trainable. */
+    public static PeftModel load(BaseModel base, Path adapterDir, String name, boolean trainable) {
+        PeftModel model = wrap(base);
+        try {
+            model.loadAdapter(adapterDir, name, trainable);
+            return model;
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
+    private static PeftModel wrap(BaseModel base) {
+        Objects.requireNonNull(base, "base");
+        return Native.call(() -> new PeftModel(PeftModelHandle.wrap(base.nativeHandle())));
+    }
+
+    public void addAdapter(String name, AdapterConfig config) {
+        Objects.requireNonNull(config, "config");
+        Native.run(() -> nativeHandle().addAdapter(name, config.toJson()));
+    }
+
+    public void loadAdapter(Path dir, String name, boolean trainable) {
+        Native.run(() -> nativeHandle().loadAdapter(dir.toString(), name, trainable));
+    }
+
+    /** Saves the active adapter in PEFT's format into {@code dir} (created when missing); files are written atomically. */
+    public void save(Path dir) {
+        save(dir, activeAdapter());
+    }
+
+    public void save(Path dir, String name) {
+        Native.run(() -> nativeHandle().saveAdapter(dir.toString(), name));
+    }
+
+    /** Makes {@code name} the one active adapter; its tensors become trainable, all others frozen. */
+    public void setAdapter(String name) {
+        Native.run(() -> nativeHandle().setAdapter(name));
+    }
+
+    public void deleteAdapter(String name) {
+        Native.run(() -> nativeHandle().deleteAdapter(name));
+    }
+
+    /** While disabled the model computes as the base model alone (PEFT's disable_adapter()). */
+    public void setAdaptersDisabled(boolean disabled) {
+        Native.run(() -> nativeHandle().setDisabled(disabled));
+    }
+
+    public List<String> adapterNames() {
+        return Native.call(() -> {
+            List<String> names = new ArrayList<>();
+            for (long i = 0, n = nativeHandle().adapterCount(); i < n; i++) {
+                names.add(nativeHandle().adapterName(i));
+            }
+            return Collections.unmodifiableList(names);
+        });
+    }
+
+    /** The active adapter's name. */
+    public String activeAdapter() {
+        String active = Native.call(() -> nativeHandle().activeAdapter());
+        if (active.isEmpty()) {
+            throw new PeftException(PeftException.Kind.NOT_FOUND, "the model has no active adapter");
+        }
+        return active;
+    }
+
+    /** The adapter's config as PEFT's adapter_config.json text, PEFT's defaults filled in. */
+    public String adapterConfig(String name) {
+        return Native.call(() -> nativeHandle().adapterConfig(name));
+    }
+
+    /** Elements of the tensors that train (PEFT's print_trainable_parameters count). */
+    public long trainableParameterCount() {
+        return Native.call(() -> nativeHandle().trainableParameterCount());
+    }
+
+    /** Folds the active adapter into the base weights (faster inference); {@link #unmerge()} undoes it. */
+    public void merge() {
+        Native.run(() -> nativeHandle().merge());
+    }
+
+    public void unmerge() {
+        Native.run(() -> nativeHandle().unmerge());
+    }
+
+    /**
+     * Merges the active adapter and removes every adapter layer: the plain base model with the update folded in.
+     * This PeftModel is spent afterwards.
+     */
+    public BaseModel mergeAndUnload() {
+        return Native.call(() -> new BaseModel(nativeHandle().mergeAndUnload()));
+    }
+
+    /** PEFT's add_weighted_adapter (LoRA): combination "linear", "cat" or "svd" of existing adapters. */
+    public void addWeightedAdapter(List<String> adapters, double[] weights, String name, String combinationType) {
+        if (adapters.size() != weights.length) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                    adapters.size() + " adapters but " + weights.length + " weights");
+        }
+        Native.run(() -> nativeHandle().addWeightedAdapter(String.join(",", adapters), weights, weights.length, name,
+                combinationType, 0));
+    }
+
+    /** Logits through the active adapter; see {@link BaseModel#forward(Tensor, Tensor)}. */
+    public Tensor forward(Tensor inputIds, Tensor attentionMask) {
+        return view.forward(inputIds, attentionMask);
+    }
+
+    public ModelOutput forward(ModelInput input) {
+        return view.forward(input);
+    }
+
+    public Tensor loss(Tensor inputIds, Tensor attentionMask, Tensor labels) {
+        return view.loss(inputIds, attentionMask, labels);
+    }
+
+    public Tensor generate(Tensor inputIds, Tensor attentionMask, GenerationConfig config) {
+        return view.generate(inputIds, attentionMask, config);
+    }
+
+    @Override
+    public void close() {
+        view.close();
+        super.close();
+    }
+}

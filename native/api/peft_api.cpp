@@ -1,0 +1,120 @@
+#include "peft_api.h"
+
+#include <sstream>
+
+#include "access.h"
+#include "guard.h"
+#include "peft4j/tuners/peft_model.h"
+
+namespace peft4j::api {
+
+struct PeftState {
+  std::shared_ptr<tuners::PeftModel> model;
+  models::GenerationConfig generation_defaults;
+};
+
+namespace {
+tuners::PeftModel& peft_of(const std::shared_ptr<PeftState>& state) {
+  if (!state || !state->model) fail(ErrorKind::InvalidArgument, "PEFT model handle is empty (closed, unloaded or never made)");
+  return *state->model;
+}
+}  // namespace
+
+PeftModelHandle::PeftModelHandle() = default;
+
+PeftModelHandle PeftModelHandle::wrap(const ModelHandle& base) {
+  return guard([&] {
+    ModelState& model = Access::model(base);
+    if (dynamic_cast<tuners::PeftModel*>(model.model.get()))
+      fail(ErrorKind::InvalidArgument, "this model already is a PEFT model");
+    PeftModelHandle h;
+    h.state_ = std::make_shared<PeftState>(PeftState{std::make_shared<tuners::PeftModel>(model.model),
+                                                     model.generation_defaults});
+    return h;
+  });
+}
+
+ModelHandle PeftModelHandle::model() const {
+  return guard([&] {
+    auto state = std::make_shared<ModelState>();
+    state->model = state_->model;
+    peft_of(state_);
+    state->generation_defaults = state_->generation_defaults;
+    return Access::wrap_model(state);
+  });
+}
+
+void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson) {
+  guard([&] {
+    nlohmann::json config;
+    try {
+      config = nlohmann::json::parse(configJson);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail(ErrorKind::InvalidArgument, std::string("adapter config is not valid JSON: ") + e.what());
+    }
+    peft_of(state_).add_adapter(name, config);
+  });
+}
+
+void PeftModelHandle::loadAdapter(const std::string& dir, const std::string& name, bool trainable) {
+  guard([&] { peft_of(state_).load_adapter(dir, name, trainable); });
+}
+
+void PeftModelHandle::saveAdapter(const std::string& dir, const std::string& name) const {
+  guard([&] { peft_of(state_).save_adapter(dir, name); });
+}
+
+void PeftModelHandle::setAdapter(const std::string& name) { guard([&] { peft_of(state_).set_adapter(name); }); }
+void PeftModelHandle::deleteAdapter(const std::string& name) { guard([&] { peft_of(state_).delete_adapter(name); }); }
+void PeftModelHandle::setDisabled(bool disabled) { guard([&] { peft_of(state_).set_disabled(disabled); }); }
+bool PeftModelHandle::disabled() const { return guard([&] { return peft_of(state_).disabled(); }); }
+int64_t PeftModelHandle::adapterCount() const {
+  return guard([&] { return static_cast<int64_t>(peft_of(state_).adapter_names().size()); });
+}
+std::string PeftModelHandle::adapterName(int64_t index) const {
+  return guard([&] {
+    auto names = peft_of(state_).adapter_names();
+    if (index < 0 || index >= static_cast<int64_t>(names.size()))
+      fail(ErrorKind::InvalidArgument, "adapter index " + std::to_string(index) + " out of range");
+    return names[index];
+  });
+}
+std::string PeftModelHandle::activeAdapter() const {
+  return guard([&] {
+    const auto& active = peft_of(state_).active_adapters();
+    return active.empty() ? std::string() : active.front();
+  });
+}
+std::string PeftModelHandle::adapterConfig(const std::string& name) const {
+  return guard([&] { return peft_of(state_).adapter_config(name).dump(2); });
+}
+int64_t PeftModelHandle::trainableParameterCount() const {
+  return guard([&] { return peft_of(state_).trainable_parameter_count(); });
+}
+void PeftModelHandle::merge() { guard([&] { peft_of(state_).merge(); }); }
+void PeftModelHandle::unmerge() { guard([&] { peft_of(state_).unmerge(); }); }
+
+ModelHandle PeftModelHandle::mergeAndUnload() {
+  return guard([&] {
+    auto state = std::make_shared<ModelState>();
+    state->model = peft_of(state_).merge_and_unload();
+    state->generation_defaults = state_->generation_defaults;
+    state_->model.reset();  // the adapters are gone; this handle is spent
+    return Access::wrap_model(state);
+  });
+}
+
+void PeftModelHandle::addWeightedAdapter(const std::string& adapters, const double* weights, int count,
+                                         const std::string& name, const std::string& combinationType, int64_t svdRank) {
+  guard([&] {
+    std::vector<std::string> names;
+    std::stringstream list(adapters);
+    for (std::string n; std::getline(list, n, ',');)
+      if (!n.empty()) names.push_back(n);
+    if (count < 0 || (count > 0 && !weights)) fail(ErrorKind::InvalidArgument, "weights are missing");
+    peft_of(state_).add_weighted_adapter(names, std::vector<double>(weights, weights + count), name, combinationType,
+                                         svdRank);
+  });
+}
+
+}  // namespace peft4j::api
