@@ -145,12 +145,24 @@ class Tuner {
                                         const nlohmann::json& config) const {
     return at::Tensor();
   }
+  // Whether training_loss_term joins every loss the model computes (eval mode and disabled adapters included),
+  // as AdaLoRA's forward adds its regulariser whenever labels are given, rather than only losses in training.
+  virtual bool loss_term_always() const { return false; }
   // `config` changed so that a new adapter starts as the identity (LoRA: init_lora_weights true, B = 0), or
   // nullopt when the method has no identity initialisation. The shared contract test relies on it.
   virtual std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const { return std::nullopt; }
   // Called after each optimizer step of training (AdaLoRA's rank allocation); `step` counts from 1.
   virtual void after_optimizer_step(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
                                     int64_t step) const {}
+  // What PEFT derives from the model when the adapter is added (TRAINABLE_TOKENS: target_modules defaults to
+  // the input embedding), applied after normalize_config; the result is the adapter's config and what it saves.
+  virtual nlohmann::json resolve_for_model(const nlohmann::json& config, models::Model& model) const { return config; }
+  // PEFT's per-method file format on top of the structural keys. `tensors` (checkpoint key -> tensor, as the
+  // structural rule collects them) becomes what PEFT's file holds (AdaLoRA drops pruned ranks, VB-LoRA may keep
+  // only the top-k logits); the default keeps them.
+  virtual void to_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
+  // The inverse, applied to a file's tensors before they are matched to the model's keys.
+  virtual void from_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
 };
 
 // Registry: each method's .cpp registers its Tuner from a static initialiser.
