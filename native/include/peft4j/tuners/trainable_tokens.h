@@ -1,0 +1,55 @@
+// Trainable tokens as PEFT 0.21 implements them (TRAINABLE_TOKENS): selected rows of an embedding matrix are trained
+// and replace the base rows in the forward (W' = W with rows token_indices taken from trainable_tokens_delta), so
+// the rest of the embedding stays frozen and unsaved. When the input embedding is targeted and the model ties other
+// modules to it (an lm_head, T5's encoder/decoder embed_tokens), those get a tied layer holding the same tensor, as
+// PEFT wraps them. Parameter and saved names are PEFT's (trainable_tokens_delta.<adapter>).
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "peft4j/tuners/tuner.h"
+
+namespace peft4j::tuners {
+
+class TrainableTokensLayer : public AdapterLayer {
+ public:
+  TrainableTokensLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
+
+  std::string peft_type() const override { return "TRAINABLE_TOKENS"; }
+  bool has_adapter(const std::string& adapter) const override;
+  // The base output with the adapter's rows in place (result is not reused: the rows replace, they do not add).
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
+  bool can_merge() const override { return true; }
+
+  // Adds an adapter training rows `indices`, starting from the base rows (`from_base`) or from N(0, 1).
+  void add(const std::string& adapter, const std::vector<int64_t>& indices, bool from_base);
+  // Adds an adapter that follows `owner`'s rows (same tensors): a module whose weight is tied to owner's.
+  void add_tied(const std::string& adapter, const TrainableTokensLayer& owner);
+
+  at::Tensor weight() const;  // the wrapped module's weight
+  at::Tensor delta(const std::string& adapter) const { return trainable_tokens_delta_->parameter(adapter); }
+  // The base weight with the rows of `adapters` replaced, in order.
+  at::Tensor merged_weight(const std::vector<std::string>& adapters) const;
+
+ protected:
+  at::Tensor adapted_forward(const at::Tensor& x) override;
+  void merge_adapter(const std::string& adapter) override;
+  void unmerge_adapter(const std::string& adapter) override;
+  void forget_adapter(const std::string& adapter) override;
+
+ private:
+  at::Tensor forward_with(const at::Tensor& x, const at::Tensor& w) const;
+  at::Tensor index_tensor(const std::string& adapter, const at::Device& device) const;
+  // PEFT refuses adapters whose rows overlap: which one wins would be undefined.
+  void check_disjoint(const std::vector<std::string>& adapters) const;
+
+  bool embedding_ = false;  // otherwise a Linear (a tied lm_head): rows are output features
+  std::shared_ptr<AdapterDict> trainable_tokens_delta_;
+  std::map<std::string, std::vector<int64_t>> token_indices_;
+  // The base rows at injection, restored by unmerge (PEFT's non-persistent trainable_tokens_original).
+  std::map<std::string, at::Tensor> original_;
+};
+
+}  // namespace peft4j::tuners
