@@ -204,7 +204,7 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
   std::set<std::string> seen;
   auto add = [&](const std::string& model_key, const std::string& checkpoint_key, const at::Tensor& t, bool trainable,
                  bool required) {
-    if (seen.insert(model_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
+    if (seen.insert(checkpoint_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
   };
   // Model-level tensors that layers also hold (VB-LoRA's vector bank, so that its parameter name is PEFT's) are
   // saved once, under the model-level key, as PEFT does.
@@ -262,9 +262,14 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
       bool adapter_internal = false;
       for (const auto& path : lora_layer_paths)
         if (starts_with(key, path + ".") && !starts_with(key, path + ".base_layer.")) adapter_internal = true;
+      // PEFT keeps every ".bias" of the adapter-filtered state dict, the original and this adapter's copy inside
+      // a modules_to_save wrapper included (so a saved classifier bias appears under three names).
+      auto copy = key.find(".modules_to_save.");
+      bool other_copy = copy != std::string::npos && key.compare(copy, 17 + name.size() + 1,
+                                                                 ".modules_to_save." + name + ".") != 0;
       if ((key == "bias" || (key.size() > 5 && key.compare(key.size() - 5, 5, ".bias") == 0)) && !adapter_internal &&
-          key.find(".modules_to_save.") == std::string::npos && key.find(".original_module.") == std::string::npos)
-        add(kPrefix + key, kPrefix + key, p.value(), true, true);
+          !other_copy)
+        add(kPrefix + key, remove_adapter_name(kPrefix + key, name), p.value(), true, true);
     }
   } else if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0) {
     // "<method>_only" (lora_only, vblora_only, ...): the biases of the method's layers, as PEFT reads any such value.
@@ -274,16 +279,17 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
         add(kPrefix + path + ".base_layer.bias", kPrefix + path + ".base_layer.bias", *b, true, true);
     }
   }
-  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto").
+  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"), whatever the method wrapping
+  // it, except for trainable tokens.
   if (auto targets = config.contains("target_modules") && config["target_modules"].is_array()
                          ? config_strings(config, "target_modules")
                          : std::nullopt) {
     bool embedding_targeted = std::count(targets->begin(), targets->end(), "embed_tokens") ||
                               std::count(targets->begin(), targets->end(), "lm_head");
-    if (embedding_targeted)
+    if (embedding_targeted && config.value("peft_type", std::string()) != "TRAINABLE_TOKENS")
       for (const auto& path : lora_layer_paths) {
-        auto* layer = dynamic_cast<LoraLayer*>(module_at(base, path).get());
-        if (layer && layer->is_embedding())
+        auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
+        if (layer && dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()))
           add(kPrefix + path + ".base_layer.weight", kPrefix + path + ".base_layer.weight",
               layer->base_layer()->named_parameters(false)["weight"], false, false);
       }
