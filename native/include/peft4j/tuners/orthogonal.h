@@ -1,0 +1,34 @@
+// Helpers shared by the multiplicative (orthogonal) methods OFT, BOFT, HRA and RoAd: they transform the wrapped
+// weight by a matrix instead of adding a low-rank delta, so they share the Cayley transform and the rule that a
+// targeted module of a type they cannot transform is an error (PEFT raises there rather than skipping it).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "peft4j/models/model.h"
+#include "peft4j/tuners/tuner.h"
+
+namespace peft4j::tuners::orthogonal {
+
+// The Cayley transform of a batch of skew-symmetric matrices S [b, n, n]: X with X (I + S) = I - S, solved as
+// PEFT does (torch.linalg.solve(I + S, I - S, left=False)), in at least float32; orthogonal for every
+// skew-symmetric S.
+at::Tensor cayley(const at::Tensor& skew);
+
+// Error(Unsupported) naming the module and `supported` when the config's targets match a module that `tuner`
+// cannot wrap. Modules inside existing adapter layers are never targets.
+void require_wrappable_targets(const Tuner& tuner, const nlohmann::json& config, models::Model& model,
+                               const std::string& supported);
+
+// Error(InvalidArgument) naming the field unless the config's "bias" is one of PEFT's modes for the method:
+// "none", "all" or `only` (e.g. "oft_only": the biases of the wrapped modules are trained).
+void check_bias(const nlohmann::json& config, const std::string& peft_type, const std::string& only);
+
+// The wrapped module's weight and bias (undefined when it has none).
+at::Tensor base_weight(const torch::nn::Module& base);
+at::Tensor base_bias(const torch::nn::Module& base);
+
+}  // namespace peft4j::tuners::orthogonal

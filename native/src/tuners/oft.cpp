@@ -1,0 +1,300 @@
+// OFT as PEFT 0.21 implements it (see oft.h). Random state: only the initial weights of init_weights=false
+// (N(0, 0.1), drawn from libtorch's generator, not PEFT's); no state is derived from a seed. The index buffers PEFT
+// keeps (rows/cols of the upper triangle) are not persistent there, so they are recomputed here and never saved.
+#include "peft4j/tuners/oft.h"
+
+#include <cmath>
+
+#include "peft4j/error.h"
+#include "peft4j/tuners/config.h"
+#include "peft4j/tuners/orthogonal.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+// Every field of PEFT 0.21's OFTConfig with its default, so an adapter we save loads in PEFT.
+const nlohmann::json kDefaults = {
+    {"peft_type", "OFT"}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr}, {"revision", nullptr},
+    {"inference_mode", false}, {"auto_mapping", nullptr}, {"r", 0}, {"oft_block_size", 32},
+    {"module_dropout", 0.0}, {"target_modules", nullptr}, {"fan_in_fan_out", false}, {"bias", "none"},
+    {"exclude_modules", nullptr}, {"init_weights", true}, {"layers_to_transform", nullptr},
+    {"layers_pattern", nullptr}, {"modules_to_save", nullptr}, {"coft", false}, {"eps", 6e-5},
+    {"block_share", false}, {"use_cayley_neumann", true}, {"num_cayley_neumann_terms", 5}};
+
+// PEFT's adjust_oft_parameters: the divisor of `features` nearest to `value` (the lower one on a tie).
+int64_t nearest_divisor(int64_t features, int64_t value) {
+  if (value >= features) return features;
+  int64_t higher = value;
+  while (higher <= features && features % higher != 0) ++higher;
+  int64_t lower = value;
+  while (lower > 1 && features % lower != 0) --lower;
+  return (value - lower) <= (higher - value) ? lower : higher;
+}
+
+class OftTuner : public Tuner {
+ public:
+  std::string peft_type() const override { return "OFT"; }
+
+  nlohmann::json normalize_config(const nlohmann::json& input) const override {
+    nlohmann::json config = with_defaults(input, kDefaults);
+    const int64_t r = config_int(config, "r", 0);
+    const int64_t block_size = config_int(config, "oft_block_size", 32);
+    if (r < 0) fail(ErrorKind::InvalidArgument, "OFT config field 'r' must be >= 0, got " + config["r"].dump());
+    if (block_size < 0)
+      fail(ErrorKind::InvalidArgument, "OFT config field 'oft_block_size' must be >= 0, got " +
+                                           config["oft_block_size"].dump());
+    if ((r == 0) == (block_size == 0))
+      fail(ErrorKind::InvalidArgument, "OFT config fields 'r' (" + std::to_string(r) + ") and 'oft_block_size' (" +
+                                           std::to_string(block_size) +
+                                           "): exactly one must be non-zero, the other follows from the layer width");
+    // PEFT 0.21 builds a multiplicative dropout layer from module_dropout but never calls it in forward, so the
+    // value is checked and, like there, has no effect.
+    double dropout = config_double(config, "module_dropout", 0.0);
+    if (dropout < 0 || dropout > 1)
+      fail(ErrorKind::InvalidArgument, "OFT config field 'module_dropout' must be in [0, 1], got " +
+                                           config["module_dropout"].dump());
+    orthogonal::check_bias(config, "OFT", "oft_only");
+    config_bool(config, "init_weights", true);
+    // fan_in_fan_out concerns Conv1D, which OFT does not wrap; PEFT resets it for Linear and ignores it otherwise.
+    config_bool(config, "fan_in_fan_out", false);
+    config_bool(config, "block_share", false);
+    config_bool(config, "use_cayley_neumann", true);
+    if (config_bool(config, "coft", false) && config_double(config, "eps", 6e-5) <= 0)
+      fail(ErrorKind::InvalidArgument, "OFT config field 'eps' must be positive with coft, got " + config["eps"].dump());
+    if (config_int(config, "num_cayley_neumann_terms", 5) < 0)
+      fail(ErrorKind::InvalidArgument, "OFT config field 'num_cayley_neumann_terms' must be >= 0, got " +
+                                           config["num_cayley_neumann_terms"].dump());
+    if (!config["layers_pattern"].is_null() && config["layers_to_transform"].is_null())
+      fail(ErrorKind::InvalidArgument, "OFT config field 'layers_pattern' needs 'layers_to_transform'");
+    if (config["target_modules"].is_null())
+      fail(ErrorKind::InvalidArgument, "OFT config field 'target_modules' is required (a list of module names, a "
+                                       "regular expression or \"all-linear\")");
+    return config;
+  }
+
+  bool can_wrap(const torch::nn::Module& m) const override {
+    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) ||
+           dynamic_cast<const OftLayer*>(&m);
+  }
+
+  void check_model(const nlohmann::json& config, models::Model& model) const override {
+    orthogonal::require_wrappable_targets(*this, config, model, "Linear and Embedding modules");
+  }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<OftLayer>(target);
+    if (!layer) layer = std::make_shared<OftLayer>(target, ctx.state);
+    layer->add(ctx.adapter, ctx.config, ctx.initialise);
+    return layer;
+  }
+
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    nlohmann::json identity = config;
+    identity["init_weights"] = true;
+    return identity;
+  }
+};
+
+[[maybe_unused]] const bool registered = register_tuner(std::make_shared<OftTuner>());
+
+}  // namespace
+
+// ---- OftRotation -------------------------------------------------------------------------------------------
+
+OftRotation::OftRotation(int64_t blocks, int64_t block_size, int64_t in_features, const nlohmann::json& config,
+                         const at::TensorOptions& options)
+    : block_size_(block_size),
+      in_features_(in_features),
+      coft_(config_bool(config, "coft", false)),
+      eps_(config_double(config, "eps", 6e-5)),
+      block_share_(config_bool(config, "block_share", false)),
+      neumann_(config_bool(config, "use_cayley_neumann", true)),
+      neumann_terms_(config_int(config, "num_cayley_neumann_terms", 5)) {
+  weight = register_parameter("weight", at::zeros({block_share_ ? 1 : blocks, block_size * (block_size - 1) / 2}, options));
+}
+
+int64_t OftRotation::num_blocks() const { return block_share_ ? in_features_ / block_size_ : weight.size(0); }
+
+// The skew-symmetric matrices whose strict upper triangles are the rows of `vec`.
+at::Tensor OftRotation::skew(const at::Tensor& vec) const {
+  const int64_t b = block_size_;
+  at::Tensor flat = at::triu_indices(b, b, 1, vec.options().dtype(at::kLong));
+  flat = flat[0] * b + flat[1];
+  at::Tensor upper = at::zeros({vec.size(0), b * b}, vec.options()).index_copy(1, flat, vec).view({-1, b, b});
+  return upper - upper.transpose(-2, -1);
+}
+
+at::Tensor OftRotation::upper(const at::Tensor& matrix) const {
+  const int64_t b = block_size_;
+  at::Tensor flat = at::triu_indices(b, b, 1, matrix.options().dtype(at::kLong));
+  return matrix.reshape({matrix.size(0), b * b}).index_select(1, flat[0] * b + flat[1]);
+}
+
+// COFT (PEFT's _project_batch): blocks farther than eps / sqrt(#blocks) from zero (Frobenius) are pulled back onto
+// that sphere, which bounds how far each rotation may move from the identity.
+at::Tensor OftRotation::project(const at::Tensor& vec) const {
+  at::Tensor matrix = skew(vec);
+  at::Tensor eps = at::scalar_tensor(eps_, at::kFloat) / at::scalar_tensor(matrix.size(0), at::kFloat).sqrt();
+  eps = eps.to(matrix.device());
+  at::Tensor norm = at::linalg_vector_norm(matrix, 2, at::IntArrayRef({1, 2}), /*keepdim=*/true);
+  at::Tensor projected = at::where(norm.le(eps), matrix, eps * (matrix / norm)).to(matrix.scalar_type());
+  return upper(projected);
+}
+
+at::Tensor OftRotation::current_weight() {
+  if (coft_) {
+    at::NoGradGuard no_grad;
+    weight.copy_(project(weight));
+  }
+  return weight;
+}
+
+at::Tensor OftRotation::blocks(const at::Tensor& w) const {
+  at::Tensor q = skew(w);
+  const int64_t n = q.size(0);
+  if (!neumann_) return orthogonal::cayley(q).to(w.scalar_type());
+  // PEFT's truncated series for k terms: I + 2Q + 2Q^2 + ... + 2Q^(k-2) + Q^(k-1) for k >= 4; k = 3 gives the
+  // same as k = 4, k = 2 gives I + 2Q and fewer terms the identity.
+  at::Tensor r = at::eye(block_size_, q.options()).repeat({n, 1, 1});
+  if (neumann_terms_ > 1) {
+    r = at::add(r, q, 2.0);
+    if (neumann_terms_ > 2) {
+      at::Tensor power = at::bmm(q, q);
+      r = at::add(r, power, 2.0);
+      for (int64_t i = 3; i < neumann_terms_ - 1; ++i) {
+        power = at::bmm(power, q);
+        r = at::add(r, power, 2.0);
+      }
+      power = at::bmm(power, q);
+      r = r + power;
+    }
+  }
+  return r;
+}
+
+at::Tensor OftRotation::rotate(const at::Tensor& x_in) {
+  const at::ScalarType required = x_in.scalar_type();
+  at::Tensor w = current_weight();
+  at::Tensor x = x_in.to(w.scalar_type());
+  at::Tensor r = blocks(w);
+  const int64_t rank = num_blocks();
+  if (block_share_) r = r.repeat({rank, 1, 1});
+  std::vector<int64_t> grouped(x.sizes().begin(), x.sizes().end() - 1);
+  grouped.push_back(rank);
+  grouped.push_back(block_size_);
+  at::Tensor rotated = at::einsum("...rk,rkc->...rc", {x.reshape(grouped), r});
+  return rotated.reshape(x.sizes()).to(required);
+}
+
+at::Tensor OftRotation::block_diagonal(at::ScalarType dtype) {
+  at::Tensor r = blocks(current_weight().to(dtype));
+  std::vector<at::Tensor> list;
+  for (int64_t i = 0; i < num_blocks(); ++i) list.push_back(r[block_share_ ? 0 : i]);
+  return at::block_diag(list);
+}
+
+// ---- OftLayer ----------------------------------------------------------------------------------------------
+
+OftLayer::OftLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
+    : AdapterLayer(base, std::move(state)) {
+  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(base.get())) {
+    in_features_ = linear->weight.size(1);
+  } else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(base.get())) {
+    embedding_ = true;
+    in_features_ = emb->weight.size(1);
+  } else {
+    fail(ErrorKind::Unsupported, "OFT wraps Linear and Embedding modules only, not " + base->name());
+  }
+  // Registration order as PEFT's OFTLayer.
+  oft_R_ = register_module("oft_R", std::make_shared<AdapterDict>());
+  oft_embedding_R_ = register_module("oft_embedding_R", std::make_shared<AdapterDict>());
+}
+
+bool OftLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }
+
+OftRotation& OftLayer::rotation(const std::string& adapter) const {
+  return dynamic_cast<OftRotation&>((embedding_ ? oft_embedding_R_ : oft_R_)->module(adapter));
+}
+
+void OftLayer::add(const std::string& adapter, const nlohmann::json& config, bool initialise) {
+  int64_t r = config_int(config, "r", 0);
+  int64_t block_size = config_int(config, "oft_block_size", 32);
+  // As PEFT: the given one is moved to the nearest divisor of the width when it does not divide it.
+  if (r == 0) {
+    if (in_features_ % block_size != 0 || block_size > in_features_) block_size = nearest_divisor(in_features_, block_size);
+    r = in_features_ / block_size;
+  } else {
+    if (in_features_ % r != 0 || r > in_features_) r = nearest_divisor(in_features_, r);
+    block_size = in_features_ / r;
+  }
+  at::Tensor w = orthogonal::base_weight(*base_layer());
+  auto rotation = std::make_shared<OftRotation>(r, block_size, in_features_, config,
+                                                at::TensorOptions().dtype(w.scalar_type()).device(w.device()));
+  if (initialise && !config_bool(config, "init_weights", true)) {
+    at::NoGradGuard no_grad;
+    rotation->weight.normal_(0.0, 0.1);
+  }
+  (embedding_ ? oft_embedding_R_ : oft_R_)->put_module(adapter, rotation);
+  r_[adapter] = r;
+  block_size_[adapter] = block_size;
+}
+
+// Linear: the input is rotated by every active adapter in turn, then the base layer runs once (PEFT's order).
+// Embedding: the looked-up vectors are rotated.
+at::Tensor OftLayer::adapted_forward(const at::Tensor& x) {
+  if (embedding_) {
+    at::Tensor result = base_forward(x);
+    const at::ScalarType dtype = result.scalar_type();
+    for (const auto& adapter : state_->active)
+      if (has_adapter(adapter)) result = rotation(adapter).rotate(result);
+    return result.to(dtype);
+  }
+  const at::ScalarType dtype = x.scalar_type();
+  at::Tensor rotated = x;
+  for (const auto& adapter : state_->active)
+    if (has_adapter(adapter)) rotated = rotation(adapter).rotate(rotated.to(rotation(adapter).weight.scalar_type()));
+  return base_forward(rotated.to(dtype)).to(dtype);
+}
+
+// One adapter alone (a mixed batch's rows): the rotation replaces the base computation, so `result` is recomputed.
+at::Tensor OftLayer::apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) {
+  if (embedding_) return rotation(adapter).rotate(result).to(result.scalar_type());
+  return base_forward(rotation(adapter).rotate(x).to(x.scalar_type()));
+}
+
+// Small matrices in (b)float16 on a CPU are built in float32 there, as PEFT's get_delta_weight does.
+at::Tensor OftLayer::rotation_matrix(const std::string& adapter) {
+  OftRotation& rot = rotation(adapter);
+  const at::ScalarType dtype = rot.weight.scalar_type();
+  const bool upcast = rot.weight.device().is_cpu() && (dtype == at::kHalf || dtype == at::kBFloat16);
+  return rot.block_diagonal(upcast ? at::kFloat : dtype).to(dtype);
+}
+
+// Linear: W <- (R W^T)^T, so x W'^T = (x R) W^T. Embedding: E <- E R.
+void OftLayer::merge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  at::Tensor w = orthogonal::base_weight(*base_layer());
+  at::Tensor r = rotation_matrix(adapter);
+  at::Tensor merged = embedding_ ? at::mm(w.to(r.scalar_type()), r) : at::mm(r, w.t().to(r.scalar_type())).t();
+  w.copy_(merged.to(w.scalar_type()));
+}
+
+// The inverse is computed in float32 (PEFT's torch.linalg.inv): the Neumann series is only nearly orthogonal.
+void OftLayer::unmerge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  at::Tensor w = orthogonal::base_weight(*base_layer());
+  at::Tensor r = rotation_matrix(adapter);
+  const at::ScalarType dtype = r.scalar_type();
+  at::Tensor inverse = at::linalg_inv(r.to(at::kFloat)).to(dtype);
+  at::Tensor restored = embedding_ ? at::mm(w.to(dtype), inverse) : at::mm(inverse, w.t().to(dtype)).t();
+  w.copy_(restored.to(w.scalar_type()));
+}
+
+void OftLayer::forget_adapter(const std::string& adapter) {
+  r_.erase(adapter);
+  block_size_.erase(adapter);
+}
+
+}  // namespace peft4j::tuners
