@@ -17,7 +17,7 @@ namespace {
 int usage() {
   std::cerr << "usage: peft4j-native inspect PATH\n"
                "       peft4j-native parity DIR [--case NAME]... [--save-adapters OUT]\n"
-               "       peft4j-native bench forward [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
+               "       peft4j-native bench forward|lora-train [--r 16] [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                                   [--intermediate 8192] [--vocab 128256] [--batch 1] [--seq 128]\n"
                "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n";
   return 2;
@@ -48,14 +48,16 @@ int parity(const std::vector<std::string>& args) {
 
 // One JSON line with the timing (see peft4j/bench.h for the fields).
 int bench(const std::vector<std::string>& args) {
-  if (args.size() < 2 || args[1] != "forward" || args.size() % 2 != 0) return usage();
+  if (args.size() < 2 || (args[1] != "forward" && args[1] != "lora-train") || args.size() % 2 != 0) return usage();
   peft4j::bench::ForwardBenchOptions options;
+  options.lora_train = args[1] == "lora-train";
   const std::map<std::string, int64_t*> sizes = {
       {"--hidden", &options.hidden},   {"--layers", &options.layers},
       {"--heads", &options.heads},     {"--kv-heads", &options.kv_heads},
       {"--intermediate", &options.intermediate}, {"--vocab", &options.vocab},
       {"--batch", &options.batch},     {"--seq", &options.seq},
-      {"--steps", &options.steps},     {"--warmup", &options.warmup}};
+      {"--steps", &options.steps},     {"--warmup", &options.warmup},
+      {"--r", &options.lora_r}};
   for (size_t i = 2; i < args.size(); i += 2) {
     const std::string& name = args[i];
     const std::string& value = args[i + 1];

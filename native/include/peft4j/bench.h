@@ -20,6 +20,10 @@ struct ForwardBenchOptions {
   int64_t warmup = 1;  // untimed forward calls before them
   std::string dtype = "f32";  // f32, bf16 or f16: the model's parameter and compute dtype
   uint64_t seed = 0;          // of the random weights and input ids
+  // false: inference forward calls; true: LoRA training steps (r = lora_r, alpha = 2r on q,k,v,o,gate,up,down;
+  // forward + backward + AdamW), as the GPU benchmark's LoRA workloads.
+  bool lora_train = false;
+  int64_t lora_r = 16;
 };
 
 struct ForwardBenchResult {
@@ -28,11 +32,12 @@ struct ForwardBenchResult {
   double step_ms = 0;       // mean wall time of one timed forward call
   double tokens_per_s = 0;  // batch * seq / step time
   int64_t params = 0;       // distinct parameters (the tied LM head counts once)
+  int64_t trainable = 0;    // LoRA's trainable parameters (0 for forward)
   // The process's peak resident set size (getrusage ru_maxrss) at the end: it covers the whole process
   // lifetime, so it includes everything allocated before the benchmark too.
   double peak_rss_gib = 0;
 
-  // One line: {"workload":"forward-1b-cpu","hidden":...,"step_ms":...,"peak_rss_gib":...}
+  // One line: {"workload":"forward-cpu" or "lora-train-cpu","hidden":...,"step_ms":...,"peak_rss_gib":...}
   std::string to_json() const;
 };
 

@@ -10,6 +10,8 @@
 #include "peft4j/error.h"
 #include "peft4j/models/model.h"
 #include "peft4j/runtime.h"
+#include "peft4j/tuners/peft_model.h"
+#include <torch/optim/adamw.h>
 
 namespace peft4j::bench {
 
@@ -78,7 +80,7 @@ double rounded(double value, int decimals) {
 
 std::string ForwardBenchResult::to_json() const {
   const ForwardBenchOptions& o = options;
-  nlohmann::ordered_json line = {{"workload", "forward-1b-cpu"},
+  nlohmann::ordered_json line = {{"workload", o.lora_train ? "lora-train-cpu" : "forward-cpu"},
                                  {"hidden", o.hidden},
                                  {"layers", o.layers},
                                  {"heads", o.heads},
@@ -93,6 +95,7 @@ std::string ForwardBenchResult::to_json() const {
                                  {"step_ms", rounded(step_ms, 2)},
                                  {"tokens_per_s", rounded(tokens_per_s, 2)},
                                  {"params", params},
+                                 {"trainable", trainable},
                                  {"peak_rss_gib", rounded(peak_rss_gib, 3)}};
   return line.dump();
 }
@@ -116,11 +119,38 @@ ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options) {
 
   models::ModelInputs inputs;
   inputs.input_ids = at::randint(options.vocab, {options.batch, options.seq}, generator, at::TensorOptions(at::kLong));
-  at::NoGradGuard no_grad;
-  for (int64_t i = 0; i < options.warmup; ++i) model->forward(inputs);
-  // CPU kernels run synchronously: the logits exist when forward returns.
+  std::function<void()> step;
+  std::shared_ptr<tuners::PeftModel> peft;
+  std::unique_ptr<torch::optim::AdamW> adamw;
+  std::unique_ptr<at::NoGradGuard> no_grad;
+  if (options.lora_train) {
+    // One LoRA training step as the GPU workloads define it: LoRA on q,k,v,o,gate,up,down, labels = inputs,
+    // forward + backward + AdamW over the trainable parameters.
+    peft = std::make_shared<tuners::PeftModel>(model);
+    peft->add_adapter("default", {{"peft_type", "LORA"},
+                                  {"r", options.lora_r},
+                                  {"lora_alpha", 2 * options.lora_r},
+                                  {"target_modules", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj"}}});
+    result.trainable = peft->trainable_parameter_count();
+    std::vector<at::Tensor> params;
+    for (auto& [name, p] : peft->trainable_parameters()) params.push_back(p);
+    adamw = std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(1e-4));
+    peft->train();
+    inputs.labels = inputs.input_ids;
+    step = [&] {
+      adamw->zero_grad();
+      peft->forward(inputs).loss.backward();
+      adamw->step();
+    };
+  } else {
+    no_grad = std::make_unique<at::NoGradGuard>();
+    step = [&] { model->forward(inputs); };
+  }
+  for (int64_t i = 0; i < options.warmup; ++i) step();
+  // CPU kernels run synchronously: the results exist when a step returns.
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < options.steps; ++i) model->forward(inputs);
+  for (int64_t i = 0; i < options.steps; ++i) step();
   const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
 
   result.threads = at::get_num_threads();
