@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "peft4j/bench.h"
+#include "peft4j/files.h"
 #include "peft4j/error.h"
 #include "peft4j/inspect.h"
 #include "peft4j/parity.h"
@@ -17,6 +18,7 @@ namespace {
 int usage() {
   std::cerr << "usage: peft4j-native inspect PATH\n"
                "       peft4j-native parity DIR [--case NAME]... [--save-adapters OUT]\n"
+               "       peft4j-native count ADAPTER_CONFIG_JSON [shape options as for bench]\n"
                "       peft4j-native bench forward|lora-train [--r 16] [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                                   [--intermediate 8192] [--vocab 128256] [--batch 1] [--seq 128]\n"
                "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n";
@@ -48,7 +50,10 @@ int parity(const std::vector<std::string>& args) {
 
 // One JSON line with the timing (see peft4j/bench.h for the fields).
 int bench(const std::vector<std::string>& args) {
-  if (args.size() < 2 || (args[1] != "forward" && args[1] != "lora-train") || args.size() % 2 != 0) return usage();
+  const bool count = args[0] == "count";
+  if (args.size() < 2 || args.size() % 2 != 0 ||
+      (!count && args[1] != "forward" && args[1] != "lora-train"))
+    return usage();
   peft4j::bench::ForwardBenchOptions options;
   options.lora_train = args[1] == "lora-train";
   const std::map<std::string, int64_t*> sizes = {
@@ -76,6 +81,15 @@ int bench(const std::vector<std::string>& args) {
       return 2;
     }
   }
+  if (count) {
+    // The trainable parameters of an adapter config on the (default: Llama-3.2-1B-shaped) model.
+    nlohmann::json config = peft4j::io::read_json_file(args[1]);
+    std::cout << nlohmann::json({{"peft_type", config.value("peft_type", "")},
+                                 {"trainable", peft4j::bench::count_trainable(options, config)}})
+                     .dump()
+              << std::endl;
+    return 0;
+  }
   std::cout << peft4j::bench::run_forward_bench(options).to_json() << std::endl;
   return 0;
 }
@@ -92,7 +106,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (args[0] == "parity") return parity(args);
-    if (args[0] == "bench") return bench(args);
+    if (args[0] == "bench" || args[0] == "count") return bench(args);
     return usage();
   } catch (const std::exception& e) {
     std::cerr << "peft4j-native: " << e.what() << "\n";

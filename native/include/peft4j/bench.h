@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace peft4j::bench {
@@ -45,5 +46,9 @@ struct ForwardBenchResult {
 // Llama 3's rope scaling, as Llama-3.2-1B), on CPU, and times inference forward calls (eval mode, no
 // gradients, no KV cache) over random input ids. Bad options -> Error(InvalidArgument).
 ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options);
+
+// Trainable parameters of an adapter config (PEFT's adapter_config.json) on a llama model of the options' shape
+// (weights left at zero: only the structure matters), as docs/methods.md lists them.
+int64_t count_trainable(const ForwardBenchOptions& shape, const nlohmann::json& adapter_config);
 
 }  // namespace peft4j::bench

@@ -160,4 +160,11 @@ ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options) {
   return result;
 }
 
+int64_t count_trainable(const ForwardBenchOptions& shape, const nlohmann::json& adapter_config) {
+  runtime::init();
+  auto peft = std::make_shared<tuners::PeftModel>(models::create_model(llama_config(shape)));
+  peft->add_adapter("default", adapter_config);
+  return peft->trainable_parameter_count();
+}
+
 }  // namespace peft4j::bench
