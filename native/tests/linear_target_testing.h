@@ -15,18 +15,11 @@
 #include "peft4j/safetensors.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/peft_model.h"
+#include "golden_testing.h"
 
 namespace linear_target_testing {
 
-using peft4j::tuners::PeftModel;
-
-inline const std::string kGolden = std::string(PEFT4J_SOURCE_DIR) + "/python-parity/golden";
-
-inline std::string case_dir(const std::string& name) { return kGolden + "/cases/" + name; }
-
-inline std::shared_ptr<PeftModel> peft(const std::string& arch) {
-  return std::make_shared<PeftModel>(peft4j::models::load_model(kGolden + "/models/" + arch));
-}
+using namespace golden_testing;
 
 inline nlohmann::json golden_config(const std::string& name) {
   return peft4j::io::read_json_file(case_dir(name) + "/adapter/adapter_config.json");
@@ -34,41 +27,6 @@ inline nlohmann::json golden_config(const std::string& name) {
 
 inline peft4j::io::TensorMap golden_tensors(const std::string& name) {
   return peft4j::io::read_safetensors(case_dir(name) + "/adapter/adapter_model.safetensors");
-}
-
-// The golden batch (every case of one architecture shares it).
-inline peft4j::models::ModelInputs batch(const std::string& name) {
-  auto io = peft4j::io::read_safetensors(case_dir(name) + "/io.safetensors");
-  peft4j::models::ModelInputs in;
-  in.input_ids = io.at("input_ids");
-  in.attention_mask = io.at("attention_mask");
-  return in;
-}
-
-inline at::Tensor logits(peft4j::models::Model& model, const peft4j::models::ModelInputs& in) {
-  at::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(in).logits;
-}
-
-inline std::map<std::string, at::Tensor> base_weights(PeftModel& model) {
-  std::map<std::string, at::Tensor> out;
-  for (const auto& p : model.base_model().named_parameters()) out[p.key()] = p.value().detach().clone();
-  return out;
-}
-
-inline std::string temp_dir(const std::string& name) {
-  return ::testing::TempDir() + "peft4j_linear_target_" + std::to_string(::getpid()) + "_" + name;
-}
-
-inline void expect_error(const std::function<void()>& body, peft4j::ErrorKind kind, const std::string& text) {
-  try {
-    body();
-    ADD_FAILURE() << "no error; expected one mentioning '" << text << "'";
-  } catch (const peft4j::Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-  }
 }
 
 template <typename Layer>

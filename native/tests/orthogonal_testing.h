@@ -13,39 +13,11 @@
 #include "peft4j/models/model.h"
 #include "peft4j/safetensors.h"
 #include "peft4j/tuners/peft_model.h"
+#include "golden_testing.h"
 
 namespace orthogonal_testing {
 
-using peft4j::tuners::PeftModel;
-
-inline const std::string kGolden = std::string(PEFT4J_SOURCE_DIR) + "/python-parity/golden";
-
-inline std::string case_dir(const std::string& name) { return kGolden + "/cases/" + name; }
-
-inline std::shared_ptr<PeftModel> peft(const std::string& arch) {
-  return std::make_shared<PeftModel>(peft4j::models::load_model(kGolden + "/models/" + arch));
-}
-
-inline peft4j::models::ModelInputs batch(const std::string& case_name, bool labels = false) {
-  auto io = peft4j::io::read_safetensors(case_dir(case_name) + "/io.safetensors");
-  peft4j::models::ModelInputs in;
-  in.input_ids = io.at("input_ids");
-  in.attention_mask = io.at("attention_mask");
-  if (labels) in.labels = io.at("labels");
-  return in;
-}
-
-inline at::Tensor logits(peft4j::models::Model& model, const peft4j::models::ModelInputs& in) {
-  at::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(in).logits;
-}
-
-inline std::map<std::string, at::Tensor> base_weights(PeftModel& model) {
-  std::map<std::string, at::Tensor> out;
-  for (const auto& p : model.base_model().named_parameters()) out[p.key()] = p.value().detach().clone();
-  return out;
-}
+using namespace golden_testing;
 
 // The base model's tensors match `before` (taken before any adapter was added) after unmerging.
 inline void expect_base_restored(PeftModel& model, std::map<std::string, at::Tensor>& before, double rtol, double atol) {
@@ -53,20 +25,6 @@ inline void expect_base_restored(PeftModel& model, std::map<std::string, at::Ten
     std::string key = p.key();
     if (auto pos = key.find(".base_layer"); pos != std::string::npos) key.erase(pos, std::string(".base_layer").size());
     if (before.count(key)) EXPECT_TRUE(at::allclose(p.value(), before[key], rtol, atol)) << key;
-  }
-}
-
-inline std::string temp_dir(const std::string& name) {
-  return ::testing::TempDir() + "peft4j_orthogonal_" + std::to_string(::getpid()) + "_" + name;
-}
-
-inline void expect_message(const std::function<void()>& body, peft4j::ErrorKind kind, const std::string& text) {
-  try {
-    body();
-    ADD_FAILURE() << "no error; expected one mentioning '" << text << "'";
-  } catch (const peft4j::Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
   }
 }
 

@@ -9,30 +9,15 @@
 #include "peft4j/safetensors.h"
 #include "peft4j/tuners/lokr.h"
 #include "peft4j/tuners/peft_model.h"
+#include "golden_testing.h"
 
 namespace {
 
-using peft4j::tuners::PeftModel;
+using namespace golden_testing;
 
-const std::string kGolden = std::string(PEFT4J_SOURCE_DIR) + "/python-parity/golden";
+peft4j::models::ModelInputs batch() { return golden_testing::batch("lokr_llama"); }
 
-std::shared_ptr<PeftModel> peft(const std::string& arch) {
-  return std::make_shared<PeftModel>(peft4j::models::load_model(kGolden + "/models/" + arch));
-}
-
-peft4j::models::ModelInputs batch() {
-  auto io = peft4j::io::read_safetensors(kGolden + "/cases/lokr_llama/io.safetensors");
-  peft4j::models::ModelInputs in;
-  in.input_ids = io.at("input_ids");
-  in.attention_mask = io.at("attention_mask");
-  return in;
-}
-
-at::Tensor logits(peft4j::models::Model& model) {
-  at::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(batch()).logits;
-}
+at::Tensor logits(peft4j::models::Model& model) { return golden_testing::logits(model, batch()); }
 
 nlohmann::json config(nlohmann::json changes = nlohmann::json::object()) {
   nlohmann::json c = {{"peft_type", "LOKR"}, {"r", 4}, {"alpha", 8}, {"target_modules", {"q_proj", "v_proj"}}};
@@ -53,16 +38,6 @@ at::Tensor param(PeftModel& model, const std::string& name) {
   const auto* p = params.find(name);
   if (!p) ADD_FAILURE() << "no parameter " << name;
   return p ? p->detach() : at::Tensor();
-}
-
-void expect_error(const std::function<void()>& body, peft4j::ErrorKind kind, const std::string& text) {
-  try {
-    body();
-    ADD_FAILURE() << "no error; expected one mentioning '" << text << "'";
-  } catch (const peft4j::Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-  }
 }
 
 const std::string kV1 = "base_model.model.model.layers.1.self_attn.v_proj.";
