@@ -11,6 +11,7 @@
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/linear_target.h"
 
 namespace peft4j::tuners {
 
@@ -167,13 +168,10 @@ class VBLoraTuner : public Tuner {
 
 VBLoraLayer::VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(base.get())) {
-    in_features_ = linear->weight.size(1);
-    out_features_ = linear->weight.size(0);
-  } else if (auto* conv = dynamic_cast<models::Conv1DImpl*>(base.get())) {
-    fan_in_fan_out_ = true;
-    in_features_ = conv->weight.size(0);
-    out_features_ = conv->weight.size(1);
+  if (auto shape = linear_shape(*base)) {
+    in_features_ = shape->in_features;
+    out_features_ = shape->out_features;
+    fan_in_fan_out_ = shape->fan_in_fan_out;
   } else {
     fail(ErrorKind::Unsupported, "VBLORA wraps Linear and Conv1D modules only");
   }
