@@ -20,7 +20,7 @@ const nlohmann::json kDefaults = {
     {"exclude_modules", nullptr}, {"init_weights", true}, {"layers_to_transform", nullptr},
     {"layers_pattern", nullptr}, {"modules_to_save", nullptr}};
 
-class LohaTuner : public Tuner {
+class LohaTuner : public lycoris::Tuner<LohaLayer> {
  public:
   std::string peft_type() const override { return "LOHA"; }
 
@@ -28,29 +28,6 @@ class LohaTuner : public Tuner {
     nlohmann::json config = lycoris::normalize(input, kDefaults, "LOHA");
     config_bool(config, "init_weights", true);
     return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const LohaLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    lycoris::require_linear_targets(config, model, "LOHA");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<LohaLayer>(target);
-    if (!layer) layer = std::make_shared<LohaLayer>(target, ctx.state);
-    auto [r, alpha] = lycoris::rank_and_alpha(ctx.config, ctx.key);
-    layer->add(ctx.adapter, r, alpha, ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
   }
 };
 

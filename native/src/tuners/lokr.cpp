@@ -21,7 +21,7 @@ const nlohmann::json kDefaults = {
     {"init_weights", true}, {"layers_to_transform", nullptr}, {"layers_pattern", nullptr},
     {"modules_to_save", nullptr}};
 
-class LokrTuner : public Tuner {
+class LokrTuner : public lycoris::Tuner<LokrLayer> {
  public:
   std::string peft_type() const override { return "LOKR"; }
 
@@ -38,29 +38,6 @@ class LokrTuner : public Tuner {
       fail(ErrorKind::InvalidArgument, "LOKR config field 'decompose_factor' must be -1 or a positive integer, got " +
                                            config["decompose_factor"].dump());
     return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const LokrLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    lycoris::require_linear_targets(config, model, "LOKR");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<LokrLayer>(target);
-    if (!layer) layer = std::make_shared<LokrLayer>(target, ctx.state);
-    auto [r, alpha] = lycoris::rank_and_alpha(ctx.config, ctx.key);
-    layer->add(ctx.adapter, r, alpha, ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
   }
 };
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include <torch/nn/modules/linear.h>
+
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
@@ -71,6 +73,35 @@ std::pair<int64_t, double> rank_and_alpha(const nlohmann::json& config, const st
 // Error(Unsupported) naming the module when the config targets a module that is not a torch Linear (PEFT raises
 // a TypeError there rather than skipping it). Modules inside existing adapter layers are never targets.
 void require_linear_targets(const nlohmann::json& config, models::Model& model, const std::string& peft_type);
+
+// The Tuner behaviour LoHa and LoKr share: they wrap nn.Linear layers (or extend their own layer), size each adapter
+// from r/alpha and their patterns, and start as the identity with init_weights true. `Layer` is the method's layer.
+template <typename Layer>
+class Tuner : public tuners::Tuner {
+ public:
+  bool can_wrap(const torch::nn::Module& m) const override {
+    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const Layer*>(&m);
+  }
+
+  void check_model(const nlohmann::json& config, models::Model& model) const override {
+    require_linear_targets(config, model, peft_type());
+  }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<Layer>(target);
+    if (!layer) layer = std::make_shared<Layer>(target, ctx.state);
+    auto [r, alpha] = rank_and_alpha(ctx.config, ctx.key);
+    layer->add(ctx.adapter, r, alpha, ctx.config, ctx.initialise);
+    return layer;
+  }
+
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    nlohmann::json identity = config;
+    identity["init_weights"] = true;
+    return identity;
+  }
+};
 
 }  // namespace lycoris
 
