@@ -112,7 +112,9 @@ def check(base_dir: Path, adapter_dir: Path, io_file: Path, logits_key: str, rto
         if "labels" not in io:
             report(False, "logits", f"{io_file} has no labels (seq2seq decoder inputs)")
             return False
-        kwargs["labels"] = io["labels"]
+        # decoder inputs as the labels would make them, without labels: no loss, so no training-only terms
+        # (AdaLoRA's orthogonality regulariser needs a trainable adapter, which a loaded one is not)
+        kwargs["decoder_input_ids"] = base._shift_right(io["labels"])
     with torch.no_grad():
         logits = model(**kwargs).logits.float()
     if task == "causal-lm":
