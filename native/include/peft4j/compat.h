@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
 #include <limits>
@@ -49,6 +50,19 @@ inline at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, con
     out = scaled_dot_product_attention(q, k, v, additive, scale);
   }
   return has_key.defined() ? out.masked_fill(has_key.logical_not(), 0) : out;
+}
+
+// Autocast of CUDA ops to `dtype` (the trainer's bf16) on this thread; 2.4 made the calls take a device type.
+// Disabling also drops autocast's cache of cast weights.
+inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
+#if PEFT4J_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+#else
+  at::autocast::set_autocast_gpu_dtype(dtype);
+  at::autocast::set_enabled(enabled);
+#endif
+  if (!enabled) at::autocast::clear_cache();
 }
 
 }  // namespace peft4j::compat

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <set>
 #include <sstream>
-#include <torch/optim/adamw.h>
 
 #include "peft4j/error.h"
 #include "peft4j/files.h"
@@ -13,6 +13,7 @@
 #include "peft4j/parity.h"
 #include "peft4j/safetensors.h"
 #include "peft4j/tuners/peft_model.h"
+#include "peft4j/train/train_step.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::parity {
@@ -115,10 +116,14 @@ Case load_case(const std::string& dir, const std::string& name) {
 }
 
 // generate.py stores causal-LM logits as 0 where attention_mask is 0 (HF's values there depend on the attention
-// kernel), so ours are zeroed there too before comparing.
+// kernel), so ours are zeroed there too before comparing. Virtual tokens in front (prompt learning) are kept: the
+// mask covers the last positions.
 at::Tensor masked(const Case& c, at::Tensor logits) {
   if (c.task() != "causal-lm" || !c.has("attention_mask") || logits.dim() != 3) return logits;
-  return logits * c.at("attention_mask").ne(0).unsqueeze(-1).to(logits.scalar_type());
+  at::Tensor keep = c.at("attention_mask").ne(0).to(logits.scalar_type());
+  const int64_t extra = logits.size(1) - keep.size(1);
+  if (extra > 0) keep = at::cat({at::ones({keep.size(0), extra}, keep.options()), keep}, 1);
+  return logits * keep.unsqueeze(-1);
 }
 
 at::Tensor forward_logits(models::Model& model, const Case& c) {
@@ -157,8 +162,36 @@ std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
+// PEFT saves a prompt-learning adapter as its encoder's output table; a reparameterised encoder (prefix projection,
+// P-tuning's MLP/LSTM) is not in the file. When init/ names parameters the loaded adapter lacks, the adapter is
+// rebuilt in training mode from the case's config and takes the initial weights from init/, as the reference trained.
+void train_from_init(tuners::PeftModel& model, const Case& c) {
+  std::map<std::string, at::Tensor> initial;
+  for (const auto& [key, value] : c.io)
+    if (key.rfind("init/", 0) == 0) initial[key.substr(5)] = value;
+  std::set<std::string> trainable;
+  for (auto& [name, p] : model.trainable_parameters()) trainable.insert(name);
+  bool all_present = true;
+  for (const auto& [name, value] : initial) all_present = all_present && trainable.count(name);
+  if (initial.empty() || all_present) return;
+  nlohmann::json config = model.adapter_config("default");
+  config["inference_mode"] = false;
+  model.delete_adapter("default");
+  model.add_adapter("default", config);
+  model.set_adapter("default");
+  std::map<std::string, at::Tensor> params;
+  for (auto& [name, p] : model.trainable_parameters()) params[name] = p;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, value] : initial) {
+    auto it = params.find(name);
+    if (it == params.end()) fail(ErrorKind::Format, "case " + c.name + ": init/" + name + " names no parameter here");
+    it->second.copy_(value);
+  }
+}
+
 // Gradients of one backward pass against grad/<param>, and the set of trainable parameters against PEFT's.
 CheckResult grad_check(tuners::PeftModel& model, const Case& c) {
+  train_from_init(model, c);
   model.train();
   for (auto& [name, p] : model.trainable_parameters()) p.mutable_grad() = at::Tensor();
   at::Tensor loss = model.forward(c.inputs(true)).loss;
@@ -203,19 +236,21 @@ CheckResult step3_check(tuners::PeftModel& model, const Case& c) {
     return {Status::Skip, c.name, "step3", "optimizer " + opt.dump() + " is not AdamW"};
   std::vector<at::Tensor> params;
   for (auto& [name, p] : model.trainable_parameters()) params.push_back(p);
-  torch::optim::AdamW adamw(params, torch::optim::AdamWOptions(opt.at("lr").get<double>())
-                                        .betas({opt.at("betas")[0].get<double>(), opt.at("betas")[1].get<double>()})
-                                        .eps(opt.at("eps").get<double>())
-                                        .weight_decay(opt.at("weight_decay").get<double>()));
-  model.train();
+  train::OptimizerSettings settings;
+  settings.learning_rate = opt.at("lr").get<double>();
+  settings.beta1 = opt.at("betas")[0].get<double>();
+  settings.beta2 = opt.at("betas")[1].get<double>();
+  settings.epsilon = opt.at("eps").get<double>();
+  settings.weight_decay = opt.at("weight_decay").get<double>();
+  auto adamw = train::make_optimizer(params, settings);
   int64_t steps = opt.value("steps", int64_t(3));
   std::vector<float> losses;
   for (int64_t i = 0; i < steps; ++i) {
-    adamw.zero_grad();
-    at::Tensor loss = model.forward(c.inputs(true)).loss;
-    losses.push_back(loss.item<float>());
-    loss.backward();
-    adamw.step();
+    // PEFT's reference loop calls no update_and_allocate, so the tuners' hooks stay off; no clipping either.
+    train::StepOptions options;
+    options.step = i + 1;
+    options.tuner_hooks = false;
+    losses.push_back(static_cast<float>(train::optimizer_step(model, *adamw, {c.inputs(true)}, options).loss));
   }
   std::string detail;
   Comparison cmp = compare(at::tensor(losses), c.at("step_losses"), c.step3_rtol, c.step3_atol);

@@ -1,0 +1,275 @@
+package org.peft4j;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Path;
+import java.util.Objects;
+import java.util.Optional;
+import org.peft4j.internal.Peft4jNative.PeftModelHandle;
+import org.peft4j.internal.Peft4jNative.TrainerHandle;
+import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
+
+/**
+ * Trains a {@link PeftModel}'s active adapter: AdamW or SGD, constant/linear/cosine learning-rate schedules with
+ * warmup, gradient accumulation and clipping, evaluation and early stopping, and checkpoints
+ * ({@code outputDir/checkpoint-<step>/}: the adapter in PEFT's format, optimizer and trainer state) from which
+ * {@link #resume()} continues exactly. Settings follow HF TrainingArguments' names and defaults.
+ *
+ * <pre>{@code
+ * try (Trainer trainer = Trainer.builder().model(peftModel).trainData(train).evalData(eval)
+ *         .learningRate(2e-4).maxSteps(100).outputDir(Path.of("out")).build()) {
+ *     StepMetrics last = trainer.train(m -> System.out.println(m.globalStep() + " " + m.loss()));
+ *     trainer.saveAdapter(Path.of("out/final"));
+ * }
+ * }</pre>
+ *
+ * <p>A NaN or infinite loss stops training with a {@link PeftException} of kind NUMERICAL naming the step; the
+ * checkpoints on disk stay as they were.
+ */
+public final class Trainer extends NativeResource {
+    private Trainer(TrainerHandle handle) {
+        super(handle, "trainer");
+    }
+
+    private TrainerHandle nativeHandle() {
+        return handle();
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** Steps until training is finished, handing each step's metrics to {@code listener}; returns the last ones. */
+    public StepMetrics train(TrainingListener listener) {
+        Objects.requireNonNull(listener, "listener");
+        while (step()) {
+            listener.onStep(metrics());
+        }
+        return metrics();
+    }
+
+    /** One optimizer step (with the evaluation and checkpoint due at it); false, doing nothing, once finished. */
+    public boolean step() {
+        return Native.call(() -> nativeHandle().step());
+    }
+
+    /** The metrics of the last step. */
+    public StepMetrics metrics() {
+        return Native.call(() -> {
+            TrainerHandle h = nativeHandle();
+            String checkpoint = h.lastCheckpoint();
+            return new StepMetrics(h.globalStep(), h.maxSteps(), h.epoch(), h.loss(), h.learningRate(), h.gradNorm(),
+                    h.tokensSeen(), h.tokensPerSecond(), h.evaluatedThisStep(), h.evalLoss(), h.evalAccuracy(),
+                    h.stoppedEarly(), checkpoint.isEmpty() ? Optional.empty() : Optional.of(Path.of(checkpoint)));
+        });
+    }
+
+    /** Continues from the newest complete checkpoint under the output directory (NOT_FOUND when there is none). */
+    public void resume() {
+        Native.run(() -> nativeHandle().resumeFromLatest());
+    }
+
+    /** Continues from the given checkpoint directory. */
+    public void resume(Path checkpointDir) {
+        Native.run(() -> nativeHandle().resumeFrom(checkpointDir.toString()));
+    }
+
+    /** The eval loss over the eval data now; the accuracy (classification) is then in {@link #metrics()}. */
+    public double evaluate() {
+        return Native.call(() -> nativeHandle().evaluate());
+    }
+
+    /** Writes a checkpoint now (atomically) and returns its directory. */
+    public Path saveCheckpoint() {
+        return Path.of(Native.call(() -> nativeHandle().saveCheckpoint()));
+    }
+
+    /** Saves the trained adapter in PEFT's format (adapter_config.json + adapter_model.safetensors). */
+    public void saveAdapter(Path dir) {
+        Native.run(() -> nativeHandle().saveAdapter(dir.toString()));
+    }
+
+    /** Settings left unset keep the native defaults (HF TrainingArguments' where one exists). */
+    public static final class Builder {
+        private final ObjectNode config = new ObjectMapper().createObjectNode();
+        private PeftModel model;
+        private TrainingData trainData;
+        private TrainingData evalData;
+
+        private Builder() {}
+
+        public Builder model(PeftModel model) {
+            this.model = model;
+            return this;
+        }
+
+        public Builder trainData(TrainingData data) {
+            this.trainData = data;
+            return this;
+        }
+
+        /** Data for evaluation, eval loss and early stopping; none by default. */
+        public Builder evalData(TrainingData data) {
+            this.evalData = data;
+            return this;
+        }
+
+        /** "adamw" (default) or "sgd". */
+        public Builder optimizer(String name) {
+            config.put("optimizer", name);
+            return this;
+        }
+
+        public Builder learningRate(double lr) {
+            config.put("learning_rate", lr);
+            return this;
+        }
+
+        public Builder weightDecay(double decay) {
+            config.put("weight_decay", decay);
+            return this;
+        }
+
+        public Builder adamBetas(double beta1, double beta2) {
+            config.put("adam_beta1", beta1);
+            config.put("adam_beta2", beta2);
+            return this;
+        }
+
+        public Builder adamEpsilon(double epsilon) {
+            config.put("adam_epsilon", epsilon);
+            return this;
+        }
+
+        /** SGD's momentum. */
+        public Builder momentum(double momentum) {
+            config.put("momentum", momentum);
+            return this;
+        }
+
+        /** "constant", "linear" (default) or "cosine", each after the warmup steps. */
+        public Builder lrSchedulerType(String type) {
+            config.put("lr_scheduler_type", type);
+            return this;
+        }
+
+        public Builder warmupSteps(long steps) {
+            config.put("warmup_steps", steps);
+            return this;
+        }
+
+        /** Total optimizer steps; by default they follow from {@link #numTrainEpochs(double)}. */
+        public Builder maxSteps(long steps) {
+            config.put("max_steps", steps);
+            return this;
+        }
+
+        public Builder numTrainEpochs(double epochs) {
+            config.put("num_train_epochs", epochs);
+            return this;
+        }
+
+        public Builder batchSize(long size) {
+            config.put("per_device_train_batch_size", size);
+            return this;
+        }
+
+        public Builder evalBatchSize(long size) {
+            config.put("per_device_eval_batch_size", size);
+            return this;
+        }
+
+        public Builder gradientAccumulationSteps(long steps) {
+            config.put("gradient_accumulation_steps", steps);
+            return this;
+        }
+
+        /** Clips the total gradient norm to this (default 1.0); 0 turns clipping off. */
+        public Builder maxGradNorm(double norm) {
+            config.put("max_grad_norm", norm);
+            return this;
+        }
+
+        /** Evaluates every {@code steps} steps; by default only at the end. */
+        public Builder evalSteps(long steps) {
+            config.put("eval_steps", steps);
+            return this;
+        }
+
+        /** Stops after this many evaluations without a lower eval loss; 0 (default) never stops early. */
+        public Builder earlyStoppingPatience(long evaluations) {
+            config.put("early_stopping_patience", evaluations);
+            return this;
+        }
+
+        /** Writes a checkpoint every {@code steps} steps; by default only at the end. */
+        public Builder saveSteps(long steps) {
+            config.put("save_steps", steps);
+            return this;
+        }
+
+        /** The newest checkpoints kept (default 2); 0 keeps all. */
+        public Builder saveTotalLimit(long limit) {
+            config.put("save_total_limit", limit);
+            return this;
+        }
+
+        public Builder outputDir(Path dir) {
+            config.put("output_dir", dir.toString());
+            return this;
+        }
+
+        public Builder seed(long seed) {
+            config.put("seed", seed);
+            return this;
+        }
+
+        /** Concatenates the sequences into blocks of {@link #maxSeqLength(long)} tokens instead of padding. */
+        public Builder packing(boolean packing) {
+            config.put("packing", packing);
+            return this;
+        }
+
+        public Builder maxSeqLength(long length) {
+            config.put("max_seq_length", length);
+            return this;
+        }
+
+        public Builder padTokenId(long id) {
+            config.put("pad_token_id", id);
+            return this;
+        }
+
+        /** bf16 autocast (CUDA only). */
+        public Builder bf16(boolean bf16) {
+            config.put("bf16", bf16);
+            return this;
+        }
+
+        /** "causal_lm" (default) or "seq_cls"; must match the model. */
+        public Builder task(String task) {
+            config.put("task", task);
+            return this;
+        }
+
+        /** The training config JSON that {@link #build()} hands to the core. */
+        public String toJson() {
+            return config.toString();
+        }
+
+        public Trainer build() {
+            Objects.requireNonNull(model, "model");
+            Objects.requireNonNull(trainData, "trainData");
+            return Native.call(() -> {
+                TrainingDataHandle eval = evalData != null ? evalData.nativeHandle() : new TrainingDataHandle();
+                try {
+                    return new Trainer(TrainerHandle.create(model.<PeftModelHandle>handle(), trainData.nativeHandle(), eval, toJson()));
+                } finally {
+                    if (evalData == null) {
+                        eval.close();
+                    }
+                }
+            });
+        }
+    }
+}
