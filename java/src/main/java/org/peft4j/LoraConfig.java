@@ -1,11 +1,6 @@
 package org.peft4j;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
-import java.util.Objects;
 
 /**
  * LoRA's config with PEFT's field names ({@code LoraConfig} in PEFT). Fields left unset take PEFT's defaults in the
@@ -15,53 +10,30 @@ import java.util.Objects;
  * LoraConfig config = LoraConfig.builder().r(16).loraAlpha(32).targetModules("q_proj", "v_proj").build();
  * }</pre>
  */
-public final class LoraConfig implements AdapterConfig {
-    private final Map<String, Object> fields;
-
+public final class LoraConfig extends TunerConfig {
     private LoraConfig(Map<String, Object> fields) {
-        this.fields = Map.copyOf(fields);
+        super("LORA", fields);
     }
 
     public static Builder builder() {
         return new Builder();
     }
 
-    @Override
-    public String peftType() {
-        return "LORA";
-    }
-
-    @Override
-    public String toJson() {
-        Map<String, Object> all = new LinkedHashMap<>(fields);
-        all.put("peft_type", "LORA");
-        try {
-            return new ObjectMapper().writeValueAsString(all);
-        } catch (JsonProcessingException e) {
-            throw new PeftException(PeftException.Kind.INTERNAL, "cannot write the LoRA config: " + e.getMessage(), e);
-        }
-    }
-
-    /** A field as PEFT names it, or null when left to PEFT's default. */
-    public Object get(String peftFieldName) {
-        return fields.get(peftFieldName);
-    }
-
     /** Builds a {@link LoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder {
-        private final Map<String, Object> fields = new LinkedHashMap<>();
-
-        private Builder set(String name, Object value) {
-            fields.put(name, Objects.requireNonNull(value, name));
+    public static final class Builder extends TunerConfig.Builder<Builder, LoraConfig> {
+        @Override
+        protected Builder self() {
             return this;
+        }
+
+        @Override
+        protected LoraConfig create(Map<String, Object> fields) {
+            return new LoraConfig(fields);
         }
 
         /** {@code r}: the rank (default 8). */
         public Builder r(int r) {
-            if (r <= 0) {
-                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "r must be positive, got " + r);
-            }
-            return set("r", r);
+            return setPositive("r", r);
         }
 
         /** {@code lora_alpha}: the scaling numerator, scaling = lora_alpha / r (default 8). */
@@ -69,29 +41,14 @@ public final class LoraConfig implements AdapterConfig {
             return set("lora_alpha", alpha);
         }
 
-        /** {@code target_modules}: module names, matched as the name or a ".name" suffix. */
-        public Builder targetModules(String... names) {
-            return set("target_modules", List.of(names));
-        }
-
-        /** {@code target_modules} as a regular expression that must match the whole module path. */
-        public Builder targetModulesRegex(String regex) {
-            return set("target_modules", regex);
-        }
-
-        /** {@code target_modules = "all-linear"}: every Linear/Conv1D layer except the output layer. */
-        public Builder allLinear() {
-            return set("target_modules", "all-linear");
-        }
-
         /** {@code exclude_modules}: names never adapted. */
         public Builder excludeModules(String... names) {
-            return set("exclude_modules", List.of(names));
+            return setNames("exclude_modules", names);
         }
 
         /** {@code lora_dropout} on the LoRA input during training (default 0). */
         public Builder loraDropout(double p) {
-            return set("lora_dropout", p);
+            return setProbability("lora_dropout", p);
         }
 
         /** {@code use_rslora}: scaling = lora_alpha / sqrt(r). */
@@ -111,22 +68,22 @@ public final class LoraConfig implements AdapterConfig {
 
         /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
         public Builder modulesToSave(String... names) {
-            return set("modules_to_save", List.of(names));
+            return setNames("modules_to_save", names);
         }
 
         /** {@code rank_pattern}: per-module ranks, keys matched as PEFT's get_pattern_key does. */
         public Builder rankPattern(Map<String, Integer> pattern) {
-            return set("rank_pattern", Map.copyOf(pattern));
+            return setPattern("rank_pattern", pattern);
         }
 
         /** {@code alpha_pattern}: per-module lora_alpha. */
         public Builder alphaPattern(Map<String, Double> pattern) {
-            return set("alpha_pattern", Map.copyOf(pattern));
+            return setPattern("alpha_pattern", pattern);
         }
 
         /** {@code layers_to_transform}: only these layer indices. */
         public Builder layersToTransform(int... layers) {
-            return set("layers_to_transform", java.util.Arrays.stream(layers).boxed().toList());
+            return setInts("layers_to_transform", layers);
         }
 
         /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
@@ -142,19 +99,6 @@ public final class LoraConfig implements AdapterConfig {
         /** {@code init_lora_weights = "gaussian"}: A from N(0, 1/r), B = 0. */
         public Builder gaussianInit() {
             return set("init_lora_weights", "gaussian");
-        }
-
-        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
-        public Builder taskType(String taskType) {
-            return set("task_type", taskType);
-        }
-
-        public LoraConfig build() {
-            if (!fields.containsKey("target_modules")) {
-                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
-                        "target_modules is required (targetModules, targetModulesRegex or allLinear)");
-            }
-            return new LoraConfig(fields);
         }
     }
 }

@@ -1,0 +1,100 @@
+package org.peft4j;
+
+import java.util.Map;
+
+/**
+ * LoKr (low-rank Kronecker product, LyCORIS): ΔW = W1 ⊗ (B·A) · alpha / r. PEFT's field names ({@code peft_type}
+ * LOKR); unset fields take PEFT's defaults in the core, so the saved {@code adapter_config.json} loads in PEFT.
+ */
+public final class LoKrConfig extends TunerConfig {
+    private LoKrConfig(Map<String, Object> fields) {
+        super("LOKR", fields);
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** Builds a {@link LoKrConfig}; each setter maps to the PEFT field named in its doc. */
+    public static final class Builder extends TunerConfig.Builder<Builder, LoKrConfig> {
+        @Override
+        protected Builder self() {
+            return this;
+        }
+
+        @Override
+        protected LoKrConfig create(Map<String, Object> fields) {
+            return new LoKrConfig(fields);
+        }
+
+        /** {@code r}: the rank of the low-rank factor (default 8). */
+        public Builder r(int r) {
+            return setPositive("r", r);
+        }
+
+        /** {@code alpha}: the scaling numerator, scaling = alpha / r (default 8). */
+        public Builder alpha(double alpha) {
+            return set("alpha", alpha);
+        }
+
+        /** {@code rank_dropout}: dropout over the rank dimension in training (default 0). */
+        public Builder rankDropout(double rankDropout) {
+            return setProbability("rank_dropout", rankDropout);
+        }
+
+        /** {@code module_dropout}: probability of skipping the whole adapter for a batch in training (default 0). */
+        public Builder moduleDropout(double moduleDropout) {
+            return setProbability("module_dropout", moduleDropout);
+        }
+
+        /** {@code rank_dropout_scale}: rescale by the kept fraction under rank dropout (default false). */
+        public Builder rankDropoutScale(boolean rankDropoutScale) {
+            return set("rank_dropout_scale", rankDropoutScale);
+        }
+
+        /** {@code decompose_both}: factor the left Kronecker matrix into low rank too (default false). */
+        public Builder decomposeBoth(boolean decomposeBoth) {
+            return set("decompose_both", decomposeBoth);
+        }
+
+        /** {@code decompose_factor}: the factor the dimensions are split by, -1 for the most balanced split (default -1). */
+        public Builder decomposeFactor(int decomposeFactor) {
+            return set("decompose_factor", decomposeFactor);
+        }
+
+        /** {@code rank_pattern}: per-module ranks. */
+        public Builder rankPattern(Map<String, Integer> rankPattern) {
+            return setPattern("rank_pattern", rankPattern);
+        }
+
+        /** {@code alpha_pattern}: per-module alpha. */
+        public Builder alphaPattern(Map<String, Double> alphaPattern) {
+            return setPattern("alpha_pattern", alphaPattern);
+        }
+
+        /** {@code init_weights}: true (the default): the right factor starts at zero (identity); false: random. */
+        public Builder initWeights(boolean initWeights) {
+            return set("init_weights", initWeights);
+        }
+
+        /** {@code exclude_modules}: names never adapted. */
+        public Builder excludeModules(String... excludeModules) {
+            return setNames("exclude_modules", excludeModules);
+        }
+
+        /** {@code layers_to_transform}: only these layer indices. */
+        public Builder layersToTransform(int... layersToTransform) {
+            return setInts("layers_to_transform", layersToTransform);
+        }
+
+        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
+        public Builder layersPattern(String layersPattern) {
+            return set("layers_pattern", layersPattern);
+        }
+
+        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
+        public Builder modulesToSave(String... modulesToSave) {
+            return setNames("modules_to_save", modulesToSave);
+        }
+    }
+}

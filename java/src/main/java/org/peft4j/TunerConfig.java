@@ -1,0 +1,125 @@
+package org.peft4j;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * The common part of the per-method configs ({@link LoraConfig}, {@link LoHaConfig}, ...): the fields PEFT's
+ * {@code adapter_config.json} names, set through a builder. Fields left unset take PEFT's defaults in the core, so an
+ * adapter saved from any of these configs loads in PEFT.
+ */
+public abstract class TunerConfig implements AdapterConfig {
+    private final String peftType;
+    private final Map<String, Object> fields;
+
+    protected TunerConfig(String peftType, Map<String, Object> fields) {
+        this.peftType = peftType;
+        this.fields = Map.copyOf(fields);
+    }
+
+    @Override
+    public final String peftType() {
+        return peftType;
+    }
+
+    @Override
+    public final String toJson() {
+        Map<String, Object> all = new LinkedHashMap<>(fields);
+        all.put("peft_type", peftType);
+        try {
+            return new ObjectMapper().writeValueAsString(all);
+        } catch (JsonProcessingException e) {
+            throw new PeftException(PeftException.Kind.INTERNAL,
+                    "cannot write the " + peftType + " config: " + e.getMessage(), e);
+        }
+    }
+
+    /** A field as PEFT names it, or null when left to PEFT's default. */
+    public final Object get(String peftFieldName) {
+        return fields.get(peftFieldName);
+    }
+
+    /**
+     * The builder every method's builder extends: target selection and the task are common to all methods; the
+     * rest is each method's own.
+     *
+     * @param <B> the method's builder
+     * @param <C> the method's config
+     */
+    public abstract static class Builder<B extends Builder<B, C>, C extends TunerConfig> {
+        private final Map<String, Object> fields = new LinkedHashMap<>();
+
+        protected abstract B self();
+
+        protected abstract C create(Map<String, Object> fields);
+
+        protected final B set(String name, Object value) {
+            fields.put(name, Objects.requireNonNull(value, name));
+            return self();
+        }
+
+        protected final B setPositive(String name, int value) {
+            if (value <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, name + " must be positive, got " + value);
+            }
+            return set(name, value);
+        }
+
+        protected final B setProbability(String name, double p) {
+            if (!(p >= 0 && p < 1)) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, name + " must be in [0, 1), got " + p);
+            }
+            return set(name, p);
+        }
+
+        protected final B setNames(String name, String... values) {
+            return set(name, List.of(values));
+        }
+
+        protected final B setInts(String name, int... values) {
+            return set(name, Arrays.stream(values).boxed().toList());
+        }
+
+        protected final B setPattern(String name, Map<String, ? extends Number> pattern) {
+            return set(name, Map.copyOf(pattern));
+        }
+
+        /** {@code target_modules}: module names, matched as the name or a ".name" suffix. */
+        public final B targetModules(String... names) {
+            return setNames("target_modules", names);
+        }
+
+        /** {@code target_modules} as a regular expression that must match the whole module path. */
+        public final B targetModulesRegex(String regex) {
+            return set("target_modules", regex);
+        }
+
+        /** {@code target_modules = "all-linear"}: every Linear/Conv1D layer except the output layer. */
+        public final B allLinear() {
+            return set("target_modules", "all-linear");
+        }
+
+        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
+        public final B taskType(String taskType) {
+            return set("task_type", taskType);
+        }
+
+        /** Whether build() insists on target modules (methods with a fixed target, or none, say no). */
+        protected boolean requiresTargetModules() {
+            return true;
+        }
+
+        public final C build() {
+            if (requiresTargetModules() && !fields.containsKey("target_modules")) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "target_modules is required (targetModules, targetModulesRegex or allLinear)");
+            }
+            return create(fields);
+        }
+    }
+}
