@@ -1,0 +1,111 @@
+// BitFit. Random state: none; every adapter starts as a copy of the biases.
+#include "peft4j/tuners/bitfit.h"
+
+#include "peft4j/error.h"
+#include "peft4j/models/conv1d.h"
+#include "peft4j/tuners/config.h"
+#include "peft4j/tuners/delta_adapter.h"
+
+namespace peft4j::tuners {
+
+namespace {
+
+const char* kType = "BITFIT";
+const char* kDict = "bitfit_bias";
+
+const nlohmann::json kDefaults = {{"peft_type", kType}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr},
+                                  {"revision", nullptr}, {"inference_mode", false}, {"target_modules", nullptr},
+                                  {"exclude_modules", nullptr}, {"modules_to_save", nullptr}};
+
+class BitFitTuner : public Tuner {
+ public:
+  std::string peft_type() const override { return kType; }
+
+  nlohmann::json normalize_config(const nlohmann::json& input) const override {
+    nlohmann::json config = with_defaults(input, kDefaults);
+    config_strings(config, "target_modules");
+    config_strings(config, "modules_to_save");
+    return config;
+  }
+
+  // The classification head is trained whole, and without target_modules every module with a bias is a target.
+  nlohmann::json resolve_for_model(const nlohmann::json& input, models::Model& model) const override {
+    nlohmann::json config = input;
+    if (config["modules_to_save"].is_null() && model.task() == models::Task::SequenceClassification &&
+        model.named_children().contains("classifier"))
+      config["modules_to_save"] = {"classifier"};
+    if (config["target_modules"].is_null()) {
+      auto heads = config_strings(config, "modules_to_save").value_or(std::vector<std::string>{});
+      nlohmann::json targets = nlohmann::json::array();
+      for (const auto& [path, module] : unwrapped_modules(model)) {
+        bool head = false;
+        for (const auto& h : heads) head = head || path == h || path.rfind(h + ".", 0) == 0;
+        if (!head && has_bias(*module)) targets.push_back(path);
+      }
+      if (targets.empty()) fail(ErrorKind::InvalidArgument, "BITFIT: the " + model.model_type() + " model has no biases to train");
+      config["target_modules"] = targets;
+    }
+    return config;
+  }
+
+  bool can_wrap(const torch::nn::Module& m) const override { return has_bias(m) || dynamic_cast<const BitFitLayer*>(&m); }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<BitFitLayer>(target);
+    if (!layer) layer = std::make_shared<BitFitLayer>(target, ctx.state);
+    layer->add(ctx.adapter);
+    return layer;
+  }
+
+  // "<module>.bitfit_bias.<adapter>" -> "<module>.bias", the base model's own key.
+  std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
+    const std::string tail = std::string(".") + kDict + "." + adapter;
+    if (model_key.size() > tail.size() && model_key.compare(model_key.size() - tail.size(), tail.size(), tail) == 0)
+      return model_key.substr(0, model_key.size() - tail.size()) + ".bias";
+    return remove_adapter_name(model_key, adapter);
+  }
+
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override { return config; }
+};
+
+[[maybe_unused]] const bool registered = register_tuner(std::make_shared<BitFitTuner>());
+
+}  // namespace
+
+bool has_bias(const torch::nn::Module& module) {
+  if (!dynamic_cast<const torch::nn::LinearImpl*>(&module) && !dynamic_cast<const models::Conv1DImpl*>(&module) &&
+      !dynamic_cast<const torch::nn::LayerNormImpl*>(&module))
+    return false;
+  const auto* bias = module.named_parameters(false).find("bias");
+  return bias && bias->defined();
+}
+
+BitFitLayer::BitFitLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
+    : AdapterLayer(std::move(base), std::move(state)) {
+  biases_ = register_module(kDict, std::make_shared<AdapterDict>());
+}
+
+at::Tensor BitFitLayer::base_bias() const { return base_layer()->named_parameters(false)["bias"]; }
+
+void BitFitLayer::add(const std::string& adapter) { biases_->put_parameter(adapter, base_bias().detach().clone()); }
+
+at::Tensor BitFitLayer::apply(const at::Tensor&, const at::Tensor& result, const std::string& adapter) {
+  return result + (biases_->parameter(adapter) - base_bias()).to(result.scalar_type());
+}
+
+void BitFitLayer::merge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  at::Tensor bias = base_bias();
+  at::Tensor delta = biases_->parameter(adapter).detach() - bias;
+  merged_deltas_[adapter] = delta;
+  bias.add_(delta);
+}
+
+void BitFitLayer::unmerge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  base_bias().sub_(merged_deltas_.at(adapter));
+  merged_deltas_.erase(adapter);
+}
+
+}  // namespace peft4j::tuners

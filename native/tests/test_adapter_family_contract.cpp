@@ -1,0 +1,96 @@
+// The tuner contract (test_tuner_contract.cpp) for the methods HF PEFT lacks, which have no golden cases: on tiny
+// models the test builds, inject -> identity -> 20 training steps lower the loss -> save -> load into a fresh base
+// gives identical logits -> a second adapter beside the first (switching, deleting) -> merge equals unmerged where the
+// method can merge, a named Unsupported error where it cannot.
+#include <gtest/gtest.h>
+
+#include "adapter_family_testing.h"
+#include "golden_testing.h"
+#include "peft4j/tuners/tuner.h"
+
+namespace {
+
+using namespace adapter_family_testing;
+using peft4j::tuners::PeftModel;
+
+struct FamilyCase {
+  std::string name;
+  std::string family;
+  nlohmann::json config;
+};
+
+std::vector<FamilyCase> family_cases() {
+  nlohmann::json houlsby = {{"peft_type", "BOTTLENECK"}, {"mh_adapter", true}, {"reduction_factor", 4}, {"non_linearity", "swish"}};
+  nlohmann::json scaled_parallel = {{"peft_type", "BOTTLENECK"}, {"is_parallel", true}, {"reduction_factor", 2}, {"scaling", "learned"}};
+  nlohmann::json compacter = {{"peft_type", "BOTTLENECK"}, {"mh_adapter", true}, {"reduction_factor", 4}, {"phm_layer", true}};
+  return {{"houlsby_llama", "llama", houlsby},
+          {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
+          {"scaled_parallel_llama", "llama", scaled_parallel},
+          {"adapter_drop_llama", "llama", {{"peft_type", "BOTTLENECK"}, {"leave_out", {0}}, {"adapter_drop", true}}},
+          {"compacter_llama", "llama", compacter},
+          {"adapter_bias_gpt2", "gpt2", {{"peft_type", "ADAPTER_BIAS"}}},
+          {"bitfit_gpt2", "gpt2", {{"peft_type", "BITFIT"}}},
+          {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}}};
+}
+
+class AdapterFamilyContract : public ::testing::TestWithParam<FamilyCase> {};
+
+TEST_P(AdapterFamilyContract, IdentityTrainSaveLoadMultipleMerge) {
+  const auto& c = GetParam();
+  const auto& tuner = peft4j::tuners::tuner_for(c.config["peft_type"].get<std::string>());
+  auto model = std::make_shared<PeftModel>(tiny_model(c.family));
+  auto in = permutation_batch(4, 8, 11);
+  at::Tensor base = golden_testing::logits(*model, in);
+
+  // 1. identity init
+  auto identity = tuner.identity_config(c.config);
+  ASSERT_TRUE(identity.has_value()) << c.name;
+  model->add_adapter("default", *identity);
+  EXPECT_TRUE(at::allclose(golden_testing::logits(*model, in), base, 1e-6, 1e-6)) << c.name;
+
+  // 2. training lowers the loss
+  auto [first, last] = train(*model, 20);
+  EXPECT_LT(last, first - 0.01) << c.name << ": " << first << " -> " << last;
+  at::Tensor trained = golden_testing::logits(*model, in);
+
+  // 3. save, load into a fresh base: identical logits
+  std::string dir = golden_testing::temp_dir("family_" + c.name);
+  model->save_adapter(dir, "default");
+  auto fresh = std::make_shared<PeftModel>(tiny_model(c.family));
+  fresh->load_adapter(dir, "default");
+  EXPECT_TRUE(at::equal(golden_testing::logits(*fresh, in), trained)) << c.name;
+
+  // 4. a second adapter: switching selects it, the first is untouched, deleting it leaves no trace
+  fresh->load_adapter(dir, "second", /*trainable=*/true);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : fresh->trainable_parameters()) p.add_(at::randn_like(p) * 0.05);
+  }
+  fresh->set_adapter("second");
+  at::Tensor second = golden_testing::logits(*fresh, in);
+  EXPECT_FALSE(at::allclose(second, trained)) << c.name;
+  fresh->set_adapter("default");
+  EXPECT_TRUE(at::equal(golden_testing::logits(*fresh, in), trained)) << c.name;
+  fresh->delete_adapter("second");
+  EXPECT_TRUE(at::equal(golden_testing::logits(*fresh, in), trained)) << c.name;
+  fresh->set_disabled(true);
+  EXPECT_TRUE(at::equal(golden_testing::logits(*fresh, in), base)) << c.name;
+  fresh->set_disabled(false);
+
+  // 5. merge where the method can
+  try {
+    model->merge();
+  } catch (const peft4j::Error& e) {
+    EXPECT_EQ(e.kind(), peft4j::ErrorKind::Unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find(tuner.peft_type()), std::string::npos) << e.what();
+    return;
+  }
+  EXPECT_TRUE(at::allclose(golden_testing::logits(*model, in), trained, 1e-4, 1e-4)) << c.name;
+  model->unmerge();
+  EXPECT_TRUE(at::allclose(golden_testing::logits(*model, in), trained, 1e-4, 1e-4)) << c.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, AdapterFamilyContract, ::testing::ValuesIn(family_cases()),
+                         [](const ::testing::TestParamInfo<FamilyCase>& info) { return info.param.name; });
+
+}  // namespace
