@@ -21,7 +21,9 @@ int usage() {
                "       peft4j-native count ADAPTER_CONFIG_JSON [shape options as for bench]\n"
                "       peft4j-native bench forward|lora-train [--r 16] [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                                   [--intermediate 8192] [--vocab 128256] [--batch 1] [--seq 128]\n"
-               "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n";
+               "                                   [--steps 5] [--warmup 1] [--dtype f32|bf16|f16]\n"
+               "       peft4j-native bench train --model DIR [--r 16] [--batch 4] [--seq 128] [--steps 5] [--warmup 1]\n"
+               "                                 [--device cpu|cuda] [--bf16 0|1] [--seed 0]\n";
   return 2;
 }
 
@@ -48,8 +50,48 @@ int parity(const std::vector<std::string>& args) {
   return runner.failed() == 0 ? 0 : 1;
 }
 
+// Reads an option's integer value; false (after saying why) when it is none.
+bool parse_integer(const std::string& command, const std::string& name, const std::string& value, int64_t* out) {
+  try {
+    size_t end = 0;
+    *out = std::stoll(value, &end);
+    if (end == value.size()) return true;
+  } catch (const std::exception&) {  // std::invalid_argument or std::out_of_range
+  }
+  std::cerr << "peft4j-native " << command << ": " << name << " needs an integer, got '" << value << "'\n";
+  return false;
+}
+
+// LoRA fine-tuning tokens/s of a model directory through the trainer: one JSON line (peft4j/bench.h).
+int bench_train(const std::vector<std::string>& args) {
+  peft4j::bench::TrainBenchOptions options;
+  int64_t bf16 = 0, seed = 0;
+  const std::map<std::string, int64_t*> sizes = {{"--r", &options.lora_r},     {"--batch", &options.batch},
+                                                 {"--seq", &options.seq},      {"--steps", &options.steps},
+                                                 {"--warmup", &options.warmup}, {"--bf16", &bf16},
+                                                 {"--seed", &seed}};
+  if (args.size() % 2 != 0) return usage();
+  for (size_t i = 2; i < args.size(); i += 2) {
+    if (args[i] == "--model") {
+      options.model_dir = args[i + 1];
+    } else if (args[i] == "--device") {
+      options.device = args[i + 1];
+    } else if (auto size = sizes.find(args[i]); size != sizes.end()) {
+      if (!parse_integer("bench train", args[i], args[i + 1], size->second)) return 2;
+    } else {
+      return usage();
+    }
+  }
+  if (options.model_dir.empty()) return usage();
+  options.bf16 = bf16 != 0;
+  options.seed = static_cast<uint64_t>(seed);
+  std::cout << peft4j::bench::run_train_bench(options).to_json() << std::endl;
+  return 0;
+}
+
 // One JSON line with the timing (see peft4j/bench.h for the fields).
 int bench(const std::vector<std::string>& args) {
+  if (args[0] == "bench" && args.size() > 1 && args[1] == "train") return bench_train(args);
   const bool count = args[0] == "count";
   if (args.size() < 2 || args.size() % 2 != 0 ||
       (!count && args[1] != "forward" && args[1] != "lora-train"))
@@ -72,14 +114,7 @@ int bench(const std::vector<std::string>& args) {
     }
     auto size = sizes.find(name);
     if (size == sizes.end()) return usage();
-    try {
-      size_t end = 0;
-      *size->second = std::stoll(value, &end);
-      if (end != value.size()) throw std::invalid_argument(value);
-    } catch (const std::exception&) {  // std::invalid_argument or std::out_of_range
-      std::cerr << "peft4j-native bench: " << name << " needs an integer, got '" << value << "'\n";
-      return 2;
-    }
+    if (!parse_integer("bench", name, value, size->second)) return 2;
   }
   if (count) {
     // The trainable parameters of an adapter config on the (default: Llama-3.2-1B-shaped) model.

@@ -51,4 +51,34 @@ ForwardBenchResult run_forward_bench(const ForwardBenchOptions& options);
 // (weights left at zero: only the structure matters), as docs/methods.md lists them.
 int64_t count_trainable(const ForwardBenchOptions& shape, const nlohmann::json& adapter_config);
 
+// LoRA fine-tuning of an HF model directory through the trainer (train::Trainer) on synthetic data.
+struct TrainBenchOptions {
+  std::string model_dir;      // a causal-LM model directory (config.json + safetensors)
+  int64_t lora_r = 16;        // LoRA r (alpha = 2r) on every linear layer but the head
+  int64_t batch = 4;
+  int64_t seq = 128;
+  int64_t steps = 5;          // timed optimizer steps
+  int64_t warmup = 1;         // optimizer steps before them
+  std::string device = "cpu"; // "cpu" or "cuda"
+  bool bf16 = false;          // bf16 autocast (CUDA)
+  uint64_t seed = 0;          // of the synthetic token ids
+};
+
+struct TrainBenchResult {
+  TrainBenchOptions options;
+  int threads = 0;
+  double step_ms = 0;       // mean time of a timed step's forward, backward and update
+  double tokens_per_s = 0;  // the timed steps' tokens over their time
+  int64_t trainable = 0;
+  double first_loss = 0;
+  double last_loss = 0;
+
+  // One line: {"workload":"train-cpu" or "train-cuda","model":...,"step_ms":...,"tokens_per_s":...}
+  std::string to_json() const;
+};
+
+// Trains warmup + steps optimizer steps (AdamW, lr 1e-4) on random token sequences of `seq` tokens, labels = ids,
+// into a temporary output dir removed afterwards. Bad options or a non-causal-LM model -> Error.
+TrainBenchResult run_train_bench(const TrainBenchOptions& options);
+
 }  // namespace peft4j::bench
