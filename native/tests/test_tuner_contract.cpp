@@ -102,7 +102,7 @@ TEST_P(TunerContract, IdentityTrainSaveLoadMerge) {
   torch::optim::AdamW adamw(params, torch::optim::AdamWOptions(1e-2));
   model->train();
   double first = 0, last = 0;
-  for (int step = 0; step < 20; ++step) {
+  for (int step = 0; step < 25; ++step) {
     adamw.zero_grad();
     at::Tensor loss = model->forward(batch(true)).loss;
     ASSERT_TRUE(std::isfinite(loss.item<double>())) << c.name << " step " << step;
@@ -113,8 +113,9 @@ TEST_P(TunerContract, IdentityTrainSaveLoadMerge) {
     model->after_optimizer_step(step + 1);
   }
   // ln(vocab) nats on random tokens: a drop of 0.01 nats is far beyond rounding, and within reach of the methods
-  // with the fewest parameters ((IA)³, FourierFT) in 20 steps
-  EXPECT_LT(last, first - 0.01) << c.name << ": 20 steps did not lower the loss (" << first << " -> " << last << ")";
+  // with the fewest parameters ((IA)³, FourierFT) in 20 steps and of adaption prompt, whose zero-initialised gate
+  // moves by lr per step (0.00999 nats after 20 steps, 0.0135 after 25), in 25
+  EXPECT_LT(last, first - 0.01) << c.name << ": 25 steps did not lower the loss (" << first << " -> " << last << ")";
 
   // 3. save, then load into a fresh base: identical logits
   at::Tensor trained = logits(*model);

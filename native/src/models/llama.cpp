@@ -296,7 +296,12 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& hidden, const LlamaAtte
                                             1.0 / std::sqrt(static_cast<double>(head_dim_)),
                                             is_training() ? dropout_ : 0.0);
   out = out.transpose(1, 2).reshape({hidden.size(0), hidden.size(1), num_heads_ * head_dim_});
-  return forward_child(*this, "o_proj", out);
+  at::Tensor result = forward_child(*this, "o_proj", out);
+  if (output_term_) {
+    at::Tensor term = output_term_(*this, query);
+    if (term.defined()) result = result + term;
+  }
+  return result;
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& config) : act_(config.hidden_act) {

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <regex>
 #include <set>
 
@@ -11,13 +12,13 @@
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/lora.h"
+#include "peft4j/tuners/model_level.h"
 #include "peft4j/tuners/modules_to_save.h"
 
 namespace peft4j::tuners {
 
 namespace {
 
-const std::string kPrefix = "base_model.model.";
 const char* kConfigFile = "adapter_config.json";
 const char* kWeightsFile = "adapter_model.safetensors";
 
@@ -36,6 +37,39 @@ void make_directories(const std::string& dir) {
   if (slash != std::string::npos && slash > 0) make_directories(dir.substr(0, slash));
   if (::mkdir(dir.c_str(), 0755) != 0 && !io::is_directory(dir))
     fail(ErrorKind::Io, "cannot create directory '" + dir + "'");
+}
+
+const char* kPromptEncoders = "prompt_encoder";
+
+// PEFT's prompt_encoder ModuleDict (a child of the PeftModel, beside base_model), or nullptr before the first
+// prompt-learning adapter.
+AdapterDict* prompt_encoders(const torch::nn::Module& peft) {
+  auto children = peft.named_children();
+  const auto* dict = children.find(kPromptEncoders);
+  return dict ? dynamic_cast<AdapterDict*>(dict->get()) : nullptr;
+}
+
+torch::nn::Module* prompt_encoder(const torch::nn::Module& peft, const std::string& adapter) {
+  AdapterDict* dict = prompt_encoders(peft);
+  return dict && dict->contains(adapter) ? &dict->module(adapter) : nullptr;
+}
+
+// Whether the base model sits at "base_model" itself (prompt learning's layout) rather than at "base_model.model".
+bool base_at_root(const torch::nn::Module& peft, const models::Model& base) {
+  return peft.named_children()["base_model"].get() == &base;
+}
+
+// Puts PEFT's layout in place: the base model at "base_model" itself (prompt learning) or inside the tuner module
+// there, as "base_model.model" (every other method).
+void use_layout(torch::nn::Module& peft, const std::shared_ptr<models::Model>& base,
+                const std::shared_ptr<torch::nn::Module>& tuner, bool at_root) {
+  if (base_at_root(peft, *base) == at_root) return;
+  peft.unregister_module("base_model");
+  if (at_root) {
+    peft.register_module("base_model", base);
+  } else {
+    peft.register_module("base_model", tuner);
+  }
 }
 
 // One tensor of an adapter: where it lives in the model and how PEFT's file names it.
@@ -105,9 +139,11 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   std::vector<std::string> layer_paths;
   for (const auto& [path, layer] : adapter_layers()) layer_paths.push_back(path);
   std::vector<std::string> targets;
-  for (const auto& key : find_target_modules(*base_, config, [&](const torch::nn::Module& m) { return tuner.can_wrap(m); }))
-    if (!under_any(key, layer_paths)) targets.push_back(key);
-  if (targets.empty())
+  const ModelLevelTuner* level = as_model_level(tuner);
+  if (!level)
+    for (const auto& key : find_target_modules(*base_, config, [&](const torch::nn::Module& m) { return tuner.can_wrap(m); }))
+      if (!under_any(key, layer_paths)) targets.push_back(key);
+  if (!level && targets.empty())
     fail(ErrorKind::InvalidArgument, "target modules " + config["target_modules"].dump() + " not found in the base model (" +
                                          base_->model_type() + "); check target_modules");
 
@@ -116,7 +152,16 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   order_.push_back(name);
   try {
     InjectContext ctx{name, config, "", state_, true, {}};
-    tuner.prepare(*tuner_, *base_, targets, ctx);
+    if (level) {
+      // The first adapter decides PEFT's layout: prompt learning puts the base model at "base_model" itself.
+      if (adapters_.size() == 1) use_layout(*this, base_, tuner_, level->base_at_root());
+      if (auto encoder = level->attach(*base_, name, config, state_, true)) {
+        if (!prompt_encoders(*this)) register_module(kPromptEncoders, std::make_shared<AdapterDict>());
+        prompt_encoders(*this)->put_module(name, encoder);
+      }
+    } else {
+      tuner.prepare(*tuner_, *base_, targets, ctx);
+    }
     for (const auto& key : targets) {
       auto [parent, child] = parent_of(*base_, key);
       auto target = module_at(*base_, key);
@@ -156,6 +201,10 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
 }
 
 void PeftModel::remove_adapter(const std::string& name) {
+  auto entry = adapters_.find(name);
+  if (entry != adapters_.end())
+    if (const ModelLevelTuner* level = as_model_level(*entry->second.tuner)) level->detach(*base_, name, entry->second.config);
+  if (AdapterDict* encoders = prompt_encoders(*this)) encoders->remove(name);
   for (const auto& [path, layer] : adapter_layers()) {
     if (!layer->has_adapter(name)) continue;
     layer->delete_adapter(name);
@@ -170,7 +219,10 @@ void PeftModel::remove_adapter(const std::string& name) {
   order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
   auto& active = state_->active;
   active.erase(std::remove(active.begin(), active.end(), name), active.end());
+  if (adapters_.empty()) use_layout(*this, base_, tuner_, false);
 }
+
+
 
 void PeftModel::delete_adapter(const std::string& name) {
   adapter(name);
@@ -199,7 +251,8 @@ void PeftModel::set_disabled(bool disabled) { state_->disabled = disabled; }
 // embedding is targeted, that embedding's base weight.
 static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch::nn::Module& tuner_module,
                                           models::Model& base, const std::string& name, const nlohmann::json& config,
-                                          const Tuner& tuner) {
+                                          const Tuner& tuner, const torch::nn::Module& peft) {
+  const std::string model_prefix = base_at_root(peft, base) ? "base_model." : "base_model.model.";
   std::vector<AdapterTensor> out;
   std::set<std::string> seen;
   auto add = [&](const std::string& model_key, const std::string& checkpoint_key, const at::Tensor& t, bool trainable,
@@ -233,10 +286,28 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
     if (dict && dict->contains(name)) add_dict(*dict, "base_model." + child.key() + "." + name);
   }
   for (const auto& t : out) model_level.insert(t.tensor.unsafeGetTensorImpl());
+  // Methods acting on the whole model: tensors inside the model (adaption prompts) under PEFT's parameter names, and
+  // the prompt encoder "prompt_encoder.<adapter>", whose file key is the virtual tokens' table.
+  if (const ModelLevelTuner* level = as_model_level(tuner)) {
+    for (const auto& [path, t] : level->model_tensors(base, name, config)) add(model_prefix + path, model_prefix + path, t, true, true);
+    if (const torch::nn::Module* encoder = prompt_encoder(peft, name)) {
+      std::map<std::string, std::string> file_keys;
+      for (const auto& [param, key] : level->encoder_checkpoint_targets(config)) file_keys[param] = key;
+      for (const auto& p : encoder->named_parameters(true)) {
+        std::string key = std::string(kPromptEncoders) + "." + name + "." + p.key();
+        auto file_key = file_keys.find(p.key());
+        if (file_key == file_keys.end()) {
+          add(key, key, p.value(), true, false);
+        } else {
+          add(key, file_key->second, p.value(), true, true);
+        }
+      }
+    }
+  }
   std::vector<std::string> lora_layer_paths;
   for (const auto& [path, layer] : layers) {
     if (!layer->has_adapter(name)) continue;
-    const std::string prefix = kPrefix + path + ".";
+    const std::string prefix = model_prefix + path + ".";
     if (auto* mts = dynamic_cast<ModulesToSaveLayer*>(layer)) {
       for (const auto& p : mts->copy(name)->named_parameters(true))
         add(prefix + "modules_to_save." + name + "." + p.key(), prefix + p.key(), p.value(), true, true);
@@ -269,14 +340,14 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
                                                                  ".modules_to_save." + name + ".") != 0;
       if ((key == "bias" || (key.size() > 5 && key.compare(key.size() - 5, 5, ".bias") == 0)) && !adapter_internal &&
           !other_copy)
-        add(kPrefix + key, remove_adapter_name(kPrefix + key, name), p.value(), true, true);
+        add(model_prefix + key, remove_adapter_name(model_prefix + key, name), p.value(), true, true);
     }
   } else if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0) {
     // "<method>_only" (lora_only, vblora_only, ...): the biases of the method's layers, as PEFT reads any such value.
     for (const auto& path : lora_layer_paths) {
       auto params = module_at(base, path + ".base_layer")->named_parameters(false);
       if (const auto* b = params.find("bias"); b && b->defined())
-        add(kPrefix + path + ".base_layer.bias", kPrefix + path + ".base_layer.bias", *b, true, true);
+        add(model_prefix + path + ".base_layer.bias", model_prefix + path + ".base_layer.bias", *b, true, true);
     }
   }
   // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"), whatever the method wrapping
@@ -290,7 +361,7 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
       for (const auto& path : lora_layer_paths) {
         auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
         if (layer && dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()))
-          add(kPrefix + path + ".base_layer.weight", kPrefix + path + ".base_layer.weight",
+          add(model_prefix + path + ".base_layer.weight", model_prefix + path + ".base_layer.weight",
               layer->base_layer()->named_parameters(false)["weight"], false, false);
       }
   }
@@ -300,7 +371,13 @@ static std::vector<AdapterTensor> collect(const NamedLayers& layers, const torch
 io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
   const Adapter& a = adapter(name);
   io::TensorMap out;
-  for (const auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) out[t.checkpoint_key] = t.tensor.detach();
+  torch::nn::Module* encoder = prompt_encoder(*this, name);
+  for (const auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner, *this))
+    if (!encoder || t.model_key.compare(0, std::strlen(kPromptEncoders), kPromptEncoders) != 0)
+      out[t.checkpoint_key] = t.tensor.detach();
+  // PEFT saves what the prompt encoder outputs (get_prompt_embedding_to_save), not its parameters.
+  if (encoder)
+    for (const auto& [key, t] : as_model_level(*a.tuner)->encoder_checkpoint(*encoder, a.config)) out[key] = t;
   a.tuner->to_checkpoint(out, a.config);
   return out;
 }
@@ -308,7 +385,7 @@ io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
 void PeftModel::set_trainable(const std::string& name) {
   const Adapter& a = adapter(name);
   for (auto& p : parameters(true)) p.set_requires_grad(false);
-  for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner))
+  for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner, *this))
     if (t.trainable) t.tensor.set_requires_grad(true);
 }
 
@@ -329,6 +406,8 @@ int64_t PeftModel::trainable_parameter_count() const {
 void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable) {
   check_name(name);
   nlohmann::json config = read_adapter_config(dir);
+  if (const ModelLevelTuner* level = as_model_level(tuner_for(config["peft_type"].get<std::string>())))
+    config = level->config_for_load(config);
   std::string weights_path = io::join_path(dir, kWeightsFile);
   if (!io::is_regular_file(weights_path))
     fail(ErrorKind::NotFound, "adapter directory '" + dir + "' has no " + kWeightsFile);
@@ -339,7 +418,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
     const Adapter& a = adapter(name);
     a.tuner->from_checkpoint(weights, a.config);
     std::map<std::string, AdapterTensor> by_checkpoint;
-    for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner)) by_checkpoint.emplace(t.checkpoint_key, t);
+    for (auto& t : collect(adapter_layers(), *tuner_, *base_, name, a.config, *a.tuner, *this)) by_checkpoint.emplace(t.checkpoint_key, t);
     for (const auto& [key, value] : weights) {
       auto it = by_checkpoint.find(key);
       if (it == by_checkpoint.end()) {
@@ -388,7 +467,11 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& name) co
 
 void PeftModel::merge(const std::vector<std::string>& adapters) {
   std::vector<std::string> names = adapters.empty() ? state_->active : adapters;
-  for (const auto& n : names) adapter(n);
+  for (const auto& n : names)
+    if (as_model_level(*adapter(n).tuner))
+      fail(ErrorKind::Unsupported, adapter(n).tuner->peft_type() +
+                                       " adapters cannot be merged into the base weights: they add virtual tokens or "
+                                       "prompts that attention reads, which no weight of the base model expresses");
   auto layers = adapter_layers();
   for (const auto& [path, layer] : layers)
     if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge())
@@ -422,7 +505,18 @@ std::shared_ptr<models::Model> PeftModel::merge_and_unload() {
 
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   state_->row_adapters = nullptr;
-  models::ModelOutput out = base_->forward(inputs);
+  // Prompt learning rewrites the inputs (virtual tokens, prefixes) for the active adapter, as PEFT's forward does.
+  models::ModelInputs adapted;
+  const models::ModelInputs* use = &inputs;
+  if (!state_->disabled)
+    for (const auto& name : state_->active) {
+      const Adapter& a = adapter(name);
+      if (const ModelLevelTuner* level = as_model_level(*a.tuner)) {
+        adapted = level->adapt_inputs(prompt_encoder(*this, name), a.config, *base_, *use);
+        use = &adapted;
+      }
+    }
+  models::ModelOutput out = base_->forward(*use);
   if (out.loss.defined()) {
     NamedLayers layers;
     bool listed = false;  // listing the layers walks the whole model: only when a term is wanted
@@ -450,7 +544,9 @@ void PeftModel::after_optimizer_step(int64_t step) {
 
 models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, const std::vector<std::string>& rows) {
   for (const auto& n : rows)
-    if (n != "__base__") adapter(n);
+    if (n != "__base__" && as_model_level(*adapter(n).tuner))
+      fail(ErrorKind::Unsupported, adapter(n).tuner->peft_type() + " adapters cannot serve a mixed batch: PEFT routes "
+                                   "rows to adapters inside wrapped layers, which these methods do not have");
   struct Reset {
     AdapterState& s;
     ~Reset() { s.row_adapters = nullptr; }

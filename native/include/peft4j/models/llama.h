@@ -12,6 +12,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -108,12 +109,20 @@ class LlamaAttentionImpl : public torch::nn::Module {
                at::Tensor* value);
   const std::optional<int64_t>& sliding_window() const { return window_; }
 
+  // A term added to the attention output (after o_proj), computed from the rotated queries [B, heads, T, head_dim]
+  // of the same call: PEFT's adaption prompt (AdaptedAttention) adds one. An undefined result adds nothing.
+  using OutputTerm = std::function<at::Tensor(LlamaAttentionImpl& attention, const at::Tensor& query)>;
+  void set_output_term(OutputTerm term) { output_term_ = std::move(term); }
+  // Removes a parameter a tuner registered on this module under PEFT's name (the adaption prompt's).
+  void remove_parameter(const std::string& name) { parameters_.erase(name); }
+
  private:
   int64_t num_heads_;
   int64_t num_kv_heads_;
   int64_t head_dim_;
   double dropout_;
   std::optional<int64_t> window_;
+  OutputTerm output_term_;
 };
 
 // Children "gate_proj", "up_proj", "down_proj": down(act(gate(x)) * up(x)).
