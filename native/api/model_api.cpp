@@ -1,5 +1,6 @@
 #include "model_api.h"
 
+#include <set>
 #include <unordered_set>
 #include <vector>
 
@@ -139,6 +140,30 @@ TensorHandle ModelHandle::generate(const TensorHandle& inputIds, const TensorHan
     if (!ids.defined()) fail(ErrorKind::InvalidArgument, "input_ids is required");
     return Access::wrap(
         models::generate(*state.model, ids, index_input(attentionMask, "attention_mask", device), config));
+  });
+}
+
+void ModelHandle::save(const std::string& dir) const {
+  guard([&] {
+    if (!state_) fail(ErrorKind::InvalidArgument, "model handle is empty (closed or never loaded)");
+    if (!io::is_directory(dir)) fail(ErrorKind::InvalidArgument, "cannot save the model into '" + dir + "': not a directory");
+    models::Model& model = *state_->model;
+    io::TensorMap tensors;
+    std::set<const void*> saved;
+    // Every tensor load_weights requires; an optional one only when it is a parameter of its own (T5's untied
+    // lm_head), not a second name for a saved tensor (a tied lm_head) nor a buffer the model recomputes.
+    for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+      if (model.is_optional_key(item.key())) continue;
+      tensors.emplace(item.key(), item.value().detach());
+      saved.insert(item.value().data_ptr());
+    }
+    for (const auto& item : model.named_buffers(/*recurse=*/true))
+      if (!model.is_optional_key(item.key())) tensors.emplace(item.key(), item.value());
+    for (const auto& item : model.named_parameters(/*recurse=*/true))
+      if (model.is_optional_key(item.key()) && !saved.count(item.value().data_ptr()))
+        tensors.emplace(item.key(), item.value().detach());
+    io::write_safetensors(io::join_path(dir, "model.safetensors"), tensors, {{"format", "pt"}});
+    io::write_text_file_atomic(io::join_path(dir, "config.json"), model.config().dump(2) + "\n");
   });
 }
 

@@ -70,6 +70,9 @@ class ModelHandle {
   // `eosTokenIds` (`eosCount` ids) is read only when options.eosTokenIdsGiven.
   TensorHandle generate(const TensorHandle& inputIds, const TensorHandle& attentionMask,
                         const GenerationOptions& options, const int64_t* eosTokenIds, int eosCount) const;
+  // Writes config.json and model.safetensors into the existing directory `dir`, as save_pretrained does: tied and
+  // recomputed tensors (a tied lm_head, rotary inv_freq) left out, each file written atomically.
+  void save(const std::string& dir) const;
 
  private:
   std::shared_ptr<ModelState> state_;

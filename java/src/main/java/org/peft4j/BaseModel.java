@@ -124,6 +124,21 @@ public final class BaseModel extends NativeResource {
         });
     }
 
+    /**
+     * Writes the model as an HF model directory: {@code config.json} and {@code model.safetensors} into {@code dir}
+     * (created when missing), as {@code save_pretrained} does (tied and recomputed tensors left out). Each file is
+     * written atomically. Tokenizer and generation files are not the model's to write: copy them beside.
+     */
+    public void save(Path dir) {
+        Objects.requireNonNull(dir, "dir");
+        try {
+            java.nio.file.Files.createDirectories(dir);
+        } catch (java.io.IOException e) {
+            throw new PeftException(PeftException.Kind.IO, "cannot create directory '" + dir + "': " + e);
+        }
+        Native.run(() -> nativeHandle().save(dir.toString()));
+    }
+
     private ModelOutputHandle run(ModelInput input) {
         return nativeHandle().forward(input.inputIds().nativeHandle(),
                 handleOf(input.attentionMask().orElse(null)),

@@ -1,6 +1,8 @@
 package org.peft4j.cli;
 
+import java.nio.file.Path;
 import org.peft4j.Peft4j;
+import org.peft4j.PeftException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -10,18 +12,47 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Parameter-efficient fine-tuning on the JVM over a native libtorch core.",
-        subcommands = {InspectCommand.class, ParityCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {TrainCommand.class, EvalCommand.class, GenerateCommand.class, MergeCommand.class,
+                DemoCommand.class, InspectCommand.class, ParityCommand.class, CommandLine.HelpCommand.class})
 public final class Main {
 
     public static void main(String[] args) {
         System.exit(run(args));
     }
 
+    static {
+        // SLF4J's simple logger, configured before the first logger exists: short lines on standard error, and the
+        // libraries' start-up chatter (DJL's native library extraction) only when it is a warning.
+        setUnlessGiven("org.slf4j.simpleLogger.showThreadName", "false");
+        setUnlessGiven("org.slf4j.simpleLogger.showShortLogName", "true");
+        setUnlessGiven("org.slf4j.simpleLogger.log.ai.djl", "warn");
+    }
+
+    private static void setUnlessGiven(String key, String value) {
+        if (System.getProperty(key) == null) {
+            System.setProperty(key, value);
+        }
+    }
+
     /** Runs the CLI and returns its exit code (tests call this instead of main). */
     public static int run(String... args) {
-        return new CommandLine(new Main())
-                .setExecutionExceptionHandler(new ErrorHandler())
-                .execute(args);
+        CommandLine cli = new CommandLine(new Main()).setExecutionExceptionHandler(new ErrorHandler());
+        Path config = ConfigFile.find(args);
+        if (config != null) {
+            CommandLine command = args.length > 0 ? cli.getSubcommands().get(args[0]) : null;
+            try {
+                if (command == null) {
+                    throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "--config follows a command: "
+                            + "peft4j train --config FILE");
+                }
+                command.setDefaultValueProvider(ConfigFile.read(config, command.getCommandSpec()));
+            } catch (PeftException e) {
+                cli.getErr().println("peft4j" + (command != null ? " " + args[0] : "") + ": error: " + e.getMessage());
+                cli.getErr().flush();
+                return 1;
+            }
+        }
+        return cli.execute(args);
     }
 
     static final class Version implements CommandLine.IVersionProvider {

@@ -4,9 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
@@ -17,23 +14,10 @@ class MainTest {
     @TempDir
     Path dir;
 
-    private record Result(int code, String out, String err) {}
-
-    private static Result run(String... args) {
-        PrintStream oldOut = System.out;
-        PrintStream oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream();
-        ByteArrayOutputStream err = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
-            int code = Main.run(args);
-            return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
+    private static CliRun run(String... args) {
+        return CliRun.of(args);
     }
+
 
     private static Path golden() {
         return Paths.get(System.getProperty("peft4j.sourceDir", ".")).resolve("python-parity/golden");
@@ -41,7 +25,7 @@ class MainTest {
 
     @Test
     void inspectListsAnAdapterWithItsConfig() {
-        Result r = run("inspect", golden().resolve("cases/lora_llama_all/adapter").toString());
+        CliRun r = run("inspect", golden().resolve("cases/lora_llama_all/adapter").toString());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("peft_type: \"LORA\""), r.out());
         assertTrue(r.out().contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight  F32   [4, 64]"), r.out());
@@ -49,7 +33,7 @@ class MainTest {
 
     @Test
     void inspectListsAModelDirectory() {
-        Result r = run("inspect", golden().resolve("models/gpt2").toString());
+        CliRun r = run("inspect", golden().resolve("models/gpt2").toString());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("model_type: \"gpt2\""));
         assertTrue(r.out().contains("transformer.h.0.attn.c_attn.weight"));
@@ -59,12 +43,12 @@ class MainTest {
     void corruptInputGivesOneErrorLineAndNonZeroExit() throws Exception {
         Path bad = dir.resolve("bad.safetensors");
         Files.write(bad, new byte[] {1, 2, 3});
-        Result r = run("inspect", bad.toString());
+        CliRun r = run("inspect", bad.toString());
         assertEquals(1, r.code());
         assertEquals(1, r.err().strip().lines().count(), r.err());
         assertTrue(r.err().contains(bad.toString()) && r.err().contains("shorter than the 8-byte header length"), r.err());
         assertFalse(r.err().contains("Exception"), r.err());
-        Result missing = run("inspect", dir.resolve("absent").toString());
+        CliRun missing = run("inspect", dir.resolve("absent").toString());
         assertEquals(1, missing.code());
         assertEquals(1, missing.err().strip().lines().count(), missing.err());
     }

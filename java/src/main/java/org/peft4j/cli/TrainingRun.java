@@ -1,0 +1,87 @@
+package org.peft4j.cli;
+
+import java.nio.file.Path;
+import java.util.List;
+import org.peft4j.PeftModel;
+import org.peft4j.StepMetrics;
+import org.peft4j.Trainer;
+import org.peft4j.TrainingData;
+import org.peft4j.data.Example;
+import org.peft4j.report.TrainingReport;
+
+/**
+ * One training run as train and demo do it: the examples into the trainer, a progress bar while it steps, every
+ * step and evaluation into the report, then the adapter saved into the output directory.
+ */
+final class TrainingRun {
+    private TrainingRun() {}
+
+    /** The run's throughput over its whole wall time (data loading and evaluations included). */
+    record Totals(long steps, long tokens, double seconds) {
+        double tokensPerSecond() {
+            return seconds > 0 ? tokens / seconds : 0;
+        }
+    }
+
+    static Totals train(PeftModel model, List<Example> trainExamples, List<Example> evalExamples,
+                        TrainingOptions options, Path out, long padTokenId, boolean resume, TrainingReport report) {
+        boolean classification = trainExamples.get(0) instanceof Example.Classified;
+        try (TrainingData train = dataOf(trainExamples);
+             TrainingData eval = evalExamples.isEmpty() ? null : dataOf(evalExamples)) {
+            Trainer.Builder builder = Trainer.builder().model(model).trainData(train);
+            if (eval != null) {
+                builder.evalData(eval);
+            }
+            try (Trainer trainer = options.apply(builder, out, padTokenId, classification).build()) {
+                if (resume) {
+                    trainer.resume();
+                }
+                long start = System.nanoTime();
+                long tokensBefore = trainer.metrics().tokensSeen();
+                long stepsBefore = trainer.metrics().globalStep();
+                ProgressBar bar = ProgressBar.onStderr(trainer.metrics().maxSteps());
+                StepMetrics last = trainer.train(m -> {
+                    report.addStep(new TrainingReport.Step(m.globalStep(), m.epoch(), m.loss(), m.learningRate(),
+                            m.gradNorm(), m.tokensPerSecond()));
+                    if (m.evaluated()) {
+                        report.addEvaluation(new TrainingReport.Evaluation(m.globalStep(), m.evalLoss(),
+                                m.evalAccuracy()));
+                        bar.message(String.format("step %d: eval_loss %.4f%s", m.globalStep(), m.evalLoss(),
+                                Double.isNaN(m.evalAccuracy()) ? "" : String.format(" eval_accuracy %.4f", m.evalAccuracy())));
+                    }
+                    bar.update(m.globalStep(), m.maxSteps(), m.loss(), m.tokensPerSecond());
+                });
+                bar.finish();
+                if (last.stoppedEarly()) {
+                    bar.message("stopped early at step " + last.globalStep() + " (eval loss no longer improving)");
+                }
+                trainer.saveAdapter(out);
+                Totals totals = new Totals(last.globalStep() - stepsBefore, last.tokensSeen() - tokensBefore,
+                        (System.nanoTime() - start) / 1e9);
+                report.put("steps", last.globalStep());
+                report.put("epochs", last.epoch());
+                report.put("stopped_early", last.stoppedEarly());
+                report.put("train_tokens", totals.tokens());
+                report.put("train_seconds", totals.seconds());
+                report.put("train_tokens_per_second", totals.tokensPerSecond());
+                if (resume) {
+                    report.put("resumed_from_step", stepsBefore);
+                }
+                return totals;
+            }
+        }
+    }
+
+    private static TrainingData dataOf(List<Example> examples) {
+        TrainingData data = new TrainingData();
+        for (Example example : examples) {
+            if (example instanceof Example.Sequence sequence) {
+                data.addSequence(sequence.inputIds(), sequence.labels());
+            } else {
+                Example.Classified classified = (Example.Classified) example;
+                data.addClassified(classified.inputIds(), classified.label());
+            }
+        }
+        return data;
+    }
+}

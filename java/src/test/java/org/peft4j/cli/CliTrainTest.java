@@ -1,0 +1,130 @@
+package org.peft4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.NamedTensors;
+import org.peft4j.SafeTensors;
+
+/** train, eval, generate and merge on the shipped demo model, and the errors they must report in one line. */
+class CliTrainTest {
+    @TempDir
+    Path dir;
+
+    private static CliRun run(String... args) {
+        return CliRun.of(args);
+    }
+
+
+    private static Path demo() {
+        return Paths.get(System.getProperty("peft4j.sourceDir", ".")).toAbsolutePath().resolve("demo");
+    }
+
+    private static String model() {
+        return demo().resolve("model").toString();
+    }
+
+    private Path firstLines(int n) throws Exception {
+        Path file = dir.resolve("train-" + n + ".jsonl");
+        Files.write(file, Files.readAllLines(demo().resolve("data/train.jsonl")).subList(0, n));
+        return file;
+    }
+
+    private static void assertOneErrorLine(CliRun r, String expected) {
+        assertEquals(1, r.code(), r.err());
+        assertEquals(1, r.err().strip().lines().count(), r.err());
+        assertTrue(r.err().contains(expected), r.err());
+        assertFalse(r.err().contains("Exception"), r.err());
+    }
+
+    @Test
+    void trainWritesAPeftAdapterAndAReportThatEvalGenerateAndMergeUse() throws Exception {
+        Path out = dir.resolve("run");
+        CliRun r = run("train", "--model", model(), "--data", firstLines(32).toString(), "--eval-data",
+                firstLines(8).toString(), "--out", out.toString(), "--max-steps", "4", "--per-device-train-batch-size",
+                "4", "--learning-rate", "1e-2", "--eval-steps", "2");
+        assertEquals(0, r.code(), r.err());
+        JsonNode config = new ObjectMapper().readTree(out.resolve("adapter_config.json").toFile());
+        assertEquals("LORA", config.get("peft_type").asText());
+        try (NamedTensors adapter = SafeTensors.read(out.resolve("adapter_model.safetensors"))) {
+            assertFalse(adapter.names().isEmpty());
+            adapter.names().forEach(k -> assertTrue(k.startsWith("base_model.model."), k));
+        }
+        JsonNode metrics = new ObjectMapper().readTree(out.resolve("metrics.json").toFile());
+        assertEquals(4, metrics.get("train").size());
+        assertEquals(4, metrics.get("train").get(3).get("step").asLong());
+        assertTrue(metrics.get("eval").size() >= 2, metrics.toString());
+        byte[] png = Files.readAllBytes(out.resolve("loss.png"));
+        assertEquals(0x89, png[0] & 0xff);
+        assertEquals("PNG", new String(png, 1, 3, StandardCharsets.US_ASCII));
+
+        CliRun eval = run("eval", "--model", model(), "--adapter", out.toString(), "--data", firstLines(4).toString(),
+                "--max-new-tokens", "4");
+        assertEquals(0, eval.code(), eval.err());
+        assertTrue(eval.out().contains("eval_loss ") && eval.out().contains("exact_match "), eval.out());
+
+        CliRun generate = run("generate", "--model", model(), "--adapter", out.toString(), "--max-new-tokens", "3",
+                "Question: Where does Bolami live?\nAnswer:", "Question: What is the job of Bolami?\nAnswer:");
+        assertEquals(0, generate.code(), generate.err());
+        assertEquals(2, generate.out().lines().filter(l -> l.startsWith("[")).count(), generate.out());
+
+        Path merged = dir.resolve("merged");
+        CliRun merge = run("merge", "--model", model(), "--adapter", out.toString(), "--out", merged.toString());
+        assertEquals(0, merge.code(), merge.err());
+        for (String file : List.of("config.json", "model.safetensors", "tokenizer.json")) {
+            assertTrue(Files.isRegularFile(merged.resolve(file)), file);
+        }
+        // The merged model computes what base + adapter computes.
+        CliRun mergedEval = run("eval", "--model", merged.toString(), "--data", firstLines(4).toString(),
+                "--max-new-tokens", "4");
+        assertEquals(eval.out().lines().findFirst(), mergedEval.out().lines().findFirst());
+    }
+
+    @Test
+    void badInputsGiveOneErrorLineAndWriteNothing() throws Exception {
+        Path out = dir.resolve("never");
+        String data = firstLines(4).toString();
+
+        assertOneErrorLine(run("train", "--model", model(), "--data", dir.resolve("absent.jsonl").toString(),
+                "--out", out.toString()), "data file '" + dir.resolve("absent.jsonl") + "' does not exist");
+
+        Path malformed = dir.resolve("malformed.jsonl");
+        Files.writeString(malformed, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \"completion\": 7}\n");
+        assertOneErrorLine(run("train", "--model", model(), "--data", malformed.toString(), "--out", out.toString()),
+                malformed + ":2: \"completion\" must be a string");
+
+        assertOneErrorLine(run("train", "--model", model(), "--data", data, "--out", out.toString(),
+                "--method", "nosuchmethod"), "unknown or unsupported peft_type 'NOSUCHMETHOD'");
+
+        Path small = dir.resolve("small-vocab");
+        Files.createDirectories(small);
+        Files.copy(demo().resolve("model/tokenizer.json"), small.resolve("tokenizer.json"));
+        Files.copy(demo().resolve("model/model.safetensors"), small.resolve("model.safetensors"));
+        Files.writeString(small.resolve("config.json"), Files.readString(demo().resolve("model/config.json"))
+                .replaceAll("\"vocab_size\": \\d+", "\"vocab_size\": 100"));
+        assertOneErrorLine(run("train", "--model", small.toString(), "--data", data, "--out", out.toString()),
+                "ids but the model's vocab_size is 100");
+
+        Path file = dir.resolve("a-file");
+        Files.writeString(file, "keep");
+        assertOneErrorLine(run("train", "--model", model(), "--data", data, "--out", file.toString()),
+                "output directory '" + file + "' is a file");
+        assertEquals("keep", Files.readString(file));
+
+        assertFalse(Files.exists(out), "a failed run left " + out);
+        try (Stream<Path> left = Files.list(dir)) {
+            assertTrue(left.noneMatch(p -> p.getFileName().toString().endsWith(".tmp")));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+package org.peft4j.data;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.PeftException;
+
+class JsonlReaderTest {
+    @TempDir
+    Path dir;
+
+    private Path write(String name, String... lines) throws Exception {
+        Path file = dir.resolve(name);
+        Files.writeString(file, String.join("\n", lines) + "\n");
+        return file;
+    }
+
+    @Test
+    void readsEachFormat() throws Exception {
+        List<DataRecord> text = JsonlReader.read(write("t.jsonl", "{\"text\": \"hello\"}", "", "{\"text\": \"world\"}"));
+        assertEquals(List.of("hello", "world"), text.stream().map(r -> ((DataRecord.Text) r).text()).toList());
+        assertEquals(dir.resolve("t.jsonl") + ":3", text.get(1).source());
+
+        DataRecord pc = JsonlReader.read(write("pc.jsonl", "{\"prompt\": \"Q\", \"completion\": \" A\"}")).get(0);
+        assertEquals(new DataRecord.PromptCompletion(pc.source(), "Q", " A"), pc);
+
+        DataRecord chat = JsonlReader.read(write("c.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},"
+                + " {\"role\": \"assistant\", \"content\": \"yo\"}]}")).get(0);
+        assertEquals(List.of(new ChatMessage("user", "hi"), new ChatMessage("assistant", "yo")),
+                ((DataRecord.Chat) chat).messages());
+
+        List<DataRecord> labeled = JsonlReader.read(write("l.jsonl", "{\"text\": \"good\", \"label\": \"pos\"}",
+                "{\"text\": \"bad\", \"label\": 0}"));
+        assertInstanceOf(DataRecord.Labeled.class, labeled.get(1));
+        assertEquals("0", ((DataRecord.Labeled) labeled.get(1)).label());
+    }
+
+    private String problem(String... lines) throws Exception {
+        Path file = write("bad.jsonl", lines);
+        PeftException e = assertThrows(PeftException.class, () -> JsonlReader.read(file));
+        assertEquals(PeftException.Kind.FORMAT, e.kind());
+        return e.getMessage();
+    }
+
+    @Test
+    void malformedLinesNameFileAndLine() throws Exception {
+        String file = dir.resolve("bad.jsonl").toString();
+        assertEquals(file + ":2: invalid JSON: Unexpected character ('}' (code 125)): was expecting double-quote to "
+                + "start field name", problem("{\"text\": \"a\"}", "{\"text\": \"b\",}"));
+        assertEquals(file + ":1: \"completion\" must be a string", problem("{\"prompt\": \"a\", \"completion\": 3}"));
+        assertEquals(file + ":1: missing \"completion\"", problem("{\"prompt\": \"a\"}"));
+        assertEquals(file + ":1: expected \"text\", \"prompt\" + \"completion\", \"messages\" or \"text\" + \"label\"",
+                problem("{\"input\": \"a\"}"));
+        assertEquals(file + ":1: expected a JSON object", problem("[1, 2]"));
+        assertEquals(file + ":3: a prompt/completion line in a file of text lines (" + file + ":1)",
+                problem("{\"text\": \"a\"}", "{\"text\": \"b\"}", "{\"prompt\": \"a\", \"completion\": \"b\"}"));
+        assertEquals(file + ":1: unknown role \"bot\" (system, user or assistant)",
+                problem("{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}"));
+        assertEquals(file + ":1: the chat has no assistant message to learn",
+                problem("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}"));
+        assertEquals("data file '" + file + "' has no examples", problem("", "  "));
+    }
+
+    @Test
+    void missingFileIsNotFound() {
+        PeftException e = assertThrows(PeftException.class, () -> JsonlReader.read(dir.resolve("absent.jsonl")));
+        assertEquals(PeftException.Kind.NOT_FOUND, e.kind());
+        assertEquals("data file '" + dir.resolve("absent.jsonl") + "' does not exist", e.getMessage());
+    }
+
+    @Test
+    void labelSetsNumberClasses() throws Exception {
+        List<DataRecord> named = JsonlReader.read(write("n.jsonl", "{\"text\": \"a\", \"label\": \"pos\"}",
+                "{\"text\": \"b\", \"label\": \"neg\"}", "{\"text\": \"c\", \"label\": \"pos\"}"));
+        LabelSet set = LabelSet.from(named);
+        assertEquals(0, set.id("neg", "x"));
+        assertEquals(1, set.id("pos", "x"));
+        assertEquals(2, set.classCount());
+        List<DataRecord> numbered = JsonlReader.read(write("i.jsonl", "{\"text\": \"a\", \"label\": 2}",
+                "{\"text\": \"b\", \"label\": 0}"));
+        assertEquals(2, LabelSet.from(numbered).id("2", "x"));
+        assertEquals(3, LabelSet.from(numbered).classCount());
+        PeftException e = assertThrows(PeftException.class, () -> set.id("maybe", "f.jsonl:4"));
+        assertEquals("f.jsonl:4: label \"maybe\" is not one of the training labels [neg, pos]", e.getMessage());
+    }
+}
