@@ -42,11 +42,14 @@ final class AdapterOptions {
     /** The adapter's config; {@code taskType} (PEFT's "CAUSAL_LM" or "SEQ_CLS") is recorded in a LoRA config. */
     AdapterConfig toConfig(String taskType) {
         if (adapterConfig != null) {
+            if (!Files.isRegularFile(adapterConfig)) {
+                throw new PeftException(PeftException.Kind.NOT_FOUND, "adapter config '" + adapterConfig
+                        + "' does not exist");
+            }
             try {
                 return AdapterConfig.fromJson(Files.readString(adapterConfig));
             } catch (IOException e) {
-                throw new PeftException(Files.exists(adapterConfig) ? PeftException.Kind.IO : PeftException.Kind.NOT_FOUND,
-                        "cannot read adapter config '" + adapterConfig + "': " + e.getMessage());
+                throw new PeftException(PeftException.Kind.IO, "cannot read adapter config '" + adapterConfig + "': " + e);
             }
         }
         if (method.equalsIgnoreCase("lora")) {
