@@ -33,6 +33,7 @@ import os
 import shutil
 import struct
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -379,6 +380,33 @@ ROWS: list[Row] = _base_rows() + [
         dict(target_modules=["embed_tokens"], token_indices=[3, 5, 7, 11], init_weights=False)),
     Row("trainable_tokens_qwen2_tied", "qwen2", "TRAINABLE_TOKENS",
         dict(target_modules=["embed_tokens"], token_indices=[4, 9, 200], init_weights=False)),
+    # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
+    # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
+    # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on
+    # archs PEFT supports. TEXT init tokenizes with _text_init_tokenizer(); case.json records the ids.
+    Row("prompt_tuning_llama_text", "llama", "PROMPT_TUNING",
+        dict(num_virtual_tokens=7, prompt_tuning_init="TEXT", prompt_tuning_init_text="classify the review")),
+    Row("prompt_tuning_t5_text", "t5", "PROMPT_TUNING",
+        dict(num_virtual_tokens=3, prompt_tuning_init="TEXT",
+             prompt_tuning_init_text="classify the review as positive or negative"), padding="right"),
+    Row("prompt_tuning_gpt2_sample_vocab", "gpt2", "PROMPT_TUNING",
+        dict(num_virtual_tokens=4, prompt_tuning_init="SAMPLE_VOCAB")),
+    Row("prompt_tuning_bert", "bert", "PROMPT_TUNING", dict(num_virtual_tokens=3), padding="right"),
+    Row("prompt_tuning_qwen2_leftpad", "qwen2", "PROMPT_TUNING", dict(num_virtual_tokens=4), padding="left"),
+    Row("prefix_proj_gpt2", "gpt2", "PREFIX_TUNING",
+        dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=24)),
+    Row("prefix_proj_t5", "t5", "PREFIX_TUNING",
+        dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16), padding="right"),
+    Row("prefix_proj_bert", "bert", "PREFIX_TUNING",
+        dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16), padding="right"),
+    Row("prefix_mistral_leftpad", "mistral", "PREFIX_TUNING", dict(num_virtual_tokens=4), padding="left"),
+    Row("ptuning_mlp_gpt2", "gpt2", "P_TUNING", dict(num_virtual_tokens=4, encoder_hidden_size=16)),
+    Row("ptuning_lstm_bert", "bert", "P_TUNING",
+        dict(num_virtual_tokens=3, encoder_reparameterization_type="LSTM", encoder_hidden_size=16), padding="right"),
+    Row("ptuning_mlp_t5", "t5", "P_TUNING", dict(num_virtual_tokens=3, encoder_hidden_size=16), padding="right"),
+    Row("adaption_prompt_llama_2layers", "llama", "ADAPTION_PROMPT", dict(adapter_len=3, adapter_layers=2)),
+    Row("adaption_prompt_mistral_leftpad", "mistral", "ADAPTION_PROMPT", dict(adapter_len=4, adapter_layers=1),
+        padding="left"),
     # --- several adapters: each alone, a mixed batch, all disabled, add_weighted_adapter, delete_adapter
     # (not named "a": PEFT warns that a name inside the prefix "lora_" may be reinitialised when loading)
     Row("lora_multi_linear_gpt2", "gpt2", "LORA", lora(target_modules=["c_attn", "c_proj"], fan_in_fan_out=True),
@@ -541,7 +569,38 @@ def _peft_config(row: Row, **overrides):
     import peft
 
     cfg_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[row.method]
-    return cfg_cls(**{"task_type": TASK_TYPES[row.task], **(row.peft or {}), **overrides})
+    kwargs = {"task_type": TASK_TYPES[row.task], **(row.peft or {}), **overrides}
+    if kwargs.get("prompt_tuning_init") == "TEXT" and "tokenizer_name_or_path" not in kwargs:
+        kwargs["tokenizer_name_or_path"] = _text_init_tokenizer()
+    return cfg_cls(**kwargs)
+
+
+# Prompt tuning's TEXT init tokenizes prompt_tuning_init_text with AutoTokenizer: a WordLevel tokenizer over these
+# words (ids inside every model's vocabulary, no special tokens), written once per run into a temporary directory.
+TEXT_INIT_VOCAB = {"[UNK]": 0, "classify": 17, "the": 42, "review": 99, "as": 5, "positive": 123, "or": 77,
+                   "negative": 201}
+_TEXT_INIT_TOKENIZER: list = []
+
+
+def _text_init_tokenizer() -> str:
+    if not _TEXT_INIT_TOKENIZER:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        tokenizer = Tokenizer(models.WordLevel(TEXT_INIT_VOCAB, unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        d = Path(tempfile.mkdtemp(prefix="peft4j-text-init-"))
+        tokenizer.save(str(d / "tokenizer.json"))
+        _dump_json({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}, d / "tokenizer_config.json")
+        _TEXT_INIT_TOKENIZER.append(str(d))
+    return _TEXT_INIT_TOKENIZER[0]
+
+
+def _text_init_token_ids(peft_config) -> list:
+    """The ids PEFT's TEXT init took (before repeating/cutting), recorded so runners need no tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(peft_config.tokenizer_name_or_path)
+    return [int(i) for i in tokenizer(peft_config.prompt_tuning_init_text)["input_ids"]]
 
 
 def _multi_adapters(row: Row, model, batch, seed: int, case_dir: Path, case: dict, io: dict):
@@ -631,6 +690,8 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
             (adapter_dir / extra).unlink(missing_ok=True)
         trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         merged_available = _merged_available(row.method, peft_config)
+        if getattr(peft_config, "prompt_tuning_init", None) == "TEXT":
+            case["prompt_tuning_init_token_ids"] = _text_init_token_ids(peft_config)
         case.update({"adapter": "adapter", "io": "io.safetensors",
                      "trainable_params": int(sum(p.numel() for p in trainable.values())),
                      "merged_available": bool(merged_available and "merge" in checks)})
