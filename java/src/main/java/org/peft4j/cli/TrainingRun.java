@@ -39,6 +39,9 @@ final class TrainingRun {
                 long start = System.nanoTime();
                 long tokensBefore = trainer.metrics().tokensSeen();
                 long stepsBefore = trainer.metrics().globalStep();
+                if (resume) {
+                    report.continueFrom(out.resolve(TrainingReport.METRICS_FILE), stepsBefore);
+                }
                 ProgressBar bar = ProgressBar.onStderr(trainer.metrics().maxSteps());
                 StepMetrics last = trainer.train(m -> {
                     report.addStep(new TrainingReport.Step(m.globalStep(), m.epoch(), m.loss(), m.learningRate(),

@@ -1,8 +1,10 @@
 package org.peft4j.report;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -40,6 +42,37 @@ public final class TrainingReport {
 
     public void addEvaluation(Evaluation evaluation) {
         evaluations.add(evaluation);
+    }
+
+    /**
+     * On resume: takes the steps and evaluations up to {@code step} from the {@code metrics.json} an earlier run
+     * wrote, so that the report covers the whole training; nothing when there is no such file.
+     */
+    public void continueFrom(Path metricsFile, long step) {
+        if (!Files.isRegularFile(metricsFile)) {
+            return;
+        }
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(metricsFile.toFile());
+        } catch (IOException e) {
+            throw new PeftException(PeftException.Kind.FORMAT, "cannot read '" + metricsFile + "': " + e.getMessage());
+        }
+        for (JsonNode s : root.path("train")) {
+            if (s.path("step").asLong() <= step) {
+                steps.add(new Step(s.path("step").asLong(), number(s, "epoch"), number(s, "loss"),
+                        number(s, "learning_rate"), number(s, "grad_norm"), number(s, "tokens_per_second")));
+            }
+        }
+        for (JsonNode e : root.path("eval")) {
+            if (e.path("step").asLong() <= step) {
+                evaluations.add(new Evaluation(e.path("step").asLong(), number(e, "eval_loss"), number(e, "eval_accuracy")));
+            }
+        }
+    }
+
+    private static double number(JsonNode node, String field) {
+        return node.path(field).isNumber() ? node.path(field).asDouble() : Double.NaN;
     }
 
     /** A summary value (a number, a string, a list or map of them) written under "summary". */

@@ -92,6 +92,25 @@ class CliTrainTest {
     }
 
     @Test
+    void resumeContinuesFromTheNewestCheckpointAndTheReportCoversTheWholeRun() throws Exception {
+        Path out = dir.resolve("resumed");
+        String data = firstLines(16).toString();
+        CliRun first = run("train", "--model", model(), "--data", data, "--out", out.toString(), "--max-steps", "4",
+                "--save-steps", "2", "--per-device-train-batch-size", "4");
+        assertEquals(0, first.code(), first.err());
+        CliRun second = run("train", "--model", model(), "--data", data, "--out", out.toString(), "--max-steps", "6",
+                "--save-steps", "2", "--per-device-train-batch-size", "4", "--resume");
+        assertEquals(0, second.code(), second.err());
+        JsonNode metrics = new ObjectMapper().readTree(out.resolve("metrics.json").toFile());
+        assertEquals(6, metrics.get("train").size());
+        for (int i = 0; i < 6; i++) {
+            assertEquals(i + 1, metrics.get("train").get(i).get("step").asLong());
+        }
+        assertEquals(4, metrics.get("summary").get("resumed_from_step").asLong());
+        assertTrue(Files.isDirectory(out.resolve("checkpoint-6")));
+    }
+
+    @Test
     void badInputsGiveOneErrorLineAndWriteNothing() throws Exception {
         Path out = dir.resolve("never");
         String data = firstLines(4).toString();
