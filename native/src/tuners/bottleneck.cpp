@@ -8,6 +8,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/models/bert.h"
+#include "peft4j/tuners/adapter_fusion.h"
 #include "peft4j/tuners/compacter.h"
 #include "peft4j/tuners/config.h"
 
@@ -29,7 +30,7 @@ const nlohmann::json kDefaults = {
     {"leave_out", nlohmann::json::array()}, {"dropout", 0.0}, {"adapter_drop", false}, {"phm_layer", false},
     {"phm_dim", 4}, {"factorized_phm_W", true}, {"shared_W_phm", false}, {"shared_phm_rule", true},
     {"factorized_phm_rule", false}, {"phm_c_init", "normal"}, {"phm_init_range", 0.0001}, {"learn_phm", true},
-    {"hypercomplex_nonlinearity", "glorot-uniform"}, {"phm_rank", 1}, {"phm_bias", true}};
+    {"hypercomplex_nonlinearity", "glorot-uniform"}, {"phm_rank", 1}, {"phm_bias", true}, {"fusion", nullptr}};
 
 std::string activation_name(const std::string& name) { return name == "leakyrelu" ? "leaky_relu" : name; }
 
@@ -106,6 +107,9 @@ class BottleneckTuner : public Tuner {
     if (dropout < 0 || dropout >= 1) fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'dropout' must be in [0, 1)");
     config_bool(config, "adapter_drop", false);
     if (config_bool(config, "phm_layer", false)) check_phm_config(config);
+    if (!fused_adapters(config).empty() && insertion_of(config) != Insertion::Sequential)
+      fail(ErrorKind::Unsupported, "BOTTLENECK config field 'fusion': AdapterFusion runs over sequential adapters "
+                                   "(is_parallel and original_ln_before false)");
     return config;
   }
 
@@ -145,6 +149,7 @@ class BottleneckTuner : public Tuner {
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
                                             const InjectContext& ctx) const override {
     const auto& config = ctx.config;
+    if (!fused_adapters(config).empty()) return inject_fusion(target, ctx);
     int64_t width = delta_width(*target);
     int64_t inner = bottleneck_width(config, width);
     std::string init = config_string(config, "init_weights", "mam_adapter");

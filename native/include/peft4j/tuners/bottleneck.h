@@ -13,6 +13,7 @@
 //                                 the identity), "bert" (N(0, 0.02)), "houlsby" (truncated N(0, 0.01))
 //   leave_out, adapter_drop       AdapterDrop: no adapter on the listed layers; random skipping in training
 //   phm_layer                     Compacter: down/up are PHM layers (compacter.h)
+//   fusion                        AdapterFusion over the named adapters instead of a new bottleneck (adapter_fusion.h)
 //
 // Trainable parameters per adapted sublayer: 2·d_h·d_m + d_m + d_h (+1 learned / +d_h channel scaling). Saved keys
 // are AdapterHub's names under the wrapped module, adapter name removed:

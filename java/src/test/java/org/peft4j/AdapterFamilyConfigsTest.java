@@ -74,6 +74,17 @@ class AdapterFamilyConfigsTest {
     }
 
     @Test
+    void aFusionTrainsOnlyItsQueryKeyAndValue() {
+        try (BaseModel base = BaseModel.load(TestFiles.golden().resolve("models/llama"));
+                PeftModel model = PeftModel.create(base, "a", BottleneckConfig.pfeiffer().build())) {
+            model.addAdapter("b", BottleneckConfig.pfeiffer().build());
+            model.addAdapter("fusion", AdapterFusionConfig.of("a", "b").build());
+            model.setAdapter("fusion");
+            assertEquals((long) L * (3 * D * D + 2 * D), model.trainableParameterCount());
+        }
+    }
+
+    @Test
     void anOptionTheModelCannotHonourIsRefusedByName() {
         try (BaseModel base = BaseModel.load(TestFiles.golden().resolve("models/bert"))) {
             PeftException e = assertThrows(PeftException.class,
