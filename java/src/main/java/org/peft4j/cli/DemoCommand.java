@@ -16,6 +16,7 @@ import org.peft4j.data.ExampleEncoder;
 import org.peft4j.data.JsonlReader;
 import org.peft4j.report.TrainingReport;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(
@@ -25,6 +26,9 @@ import picocli.CommandLine.Option;
                 + "LoRA to answer questions about them, and show held-out answers and exact match before and after. "
                 + "Writes the adapter, metrics.json and loss.png into --out.")
 final class DemoCommand implements Callable<Integer> {
+    @Mixin
+    ConfigOption config;
+
     @Option(names = "--out", paramLabel = "DIR", description = "output directory (default: ${DEFAULT-VALUE})")
     Path out = Path.of("runs/demo");
 

@@ -19,6 +19,9 @@ import picocli.CommandLine.Option;
                 + "tokens; exact match of greedy generation against the completion (prompt + completion and messages "
                 + "files); accuracy (text + label files, sequence classification models).")
 final class EvalCommand implements Callable<Integer> {
+    @Mixin
+    ConfigOption config;
+
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "HF model directory with tokenizer.json")
     Path model;
 

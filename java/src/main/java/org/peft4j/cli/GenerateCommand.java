@@ -21,6 +21,9 @@ import picocli.CommandLine.Parameters;
         description = "Generate text after each prompt with a base model, with or without an adapter, and print "
                 + "each completion (numbered when there are several).")
 final class GenerateCommand implements Callable<Integer> {
+    @Mixin
+    ConfigOption config;
+
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "HF model directory with tokenizer.json")
     Path model;
 

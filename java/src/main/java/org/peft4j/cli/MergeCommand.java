@@ -10,6 +10,7 @@ import org.peft4j.PeftException;
 import org.peft4j.PeftModel;
 import org.peft4j.report.AtomicFiles;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(
@@ -19,6 +20,9 @@ import picocli.CommandLine.Option;
                 + "(config.json, model.safetensors, and the base model's tokenizer and generation files), loadable "
                 + "by peft4j and transformers without PEFT.")
 final class MergeCommand implements Callable<Integer> {
+    @Mixin
+    ConfigOption config;
+
     // The files beside the weights that describe tokenization and generation; copied unchanged when present.
     private static final List<String> COPIED = List.of("tokenizer.json", "tokenizer_config.json",
             "special_tokens_map.json", "generation_config.json");

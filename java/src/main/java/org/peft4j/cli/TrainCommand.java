@@ -27,9 +27,8 @@ import picocli.CommandLine.Option;
 final class TrainCommand implements Callable<Integer> {
     private static final Logger LOG = LoggerFactory.getLogger(TrainCommand.class);
 
-    @Option(names = "--config", paramLabel = "FILE",
-            description = "JSON or YAML file of options by their long names (learning_rate: 2e-4); flags override it")
-    Path config;
+    @Mixin
+    ConfigOption config;
 
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "HF base model directory with tokenizer.json")
     Path model;

@@ -1,11 +1,13 @@
 package org.peft4j.report;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
 import org.peft4j.PeftException;
 
 /** Whole-file writes that never leave a half-written file: a temporary file beside the target, fsync, rename. */
@@ -18,8 +20,15 @@ public final class AtomicFiles {
         try {
             Files.createDirectories(dir);
             temp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
+            // Temporary files are private (0600); the result is an ordinary file that others may read.
+            if (Files.getFileStore(temp).supportsFileAttributeView("posix")) {
+                Files.setPosixFilePermissions(temp, PosixFilePermissions.fromString("rw-r--r--"));
+            }
             try (FileChannel channel = FileChannel.open(temp, StandardOpenOption.WRITE)) {
-                channel.write(java.nio.ByteBuffer.wrap(bytes));
+                ByteBuffer buffer = ByteBuffer.wrap(bytes);
+                while (buffer.hasRemaining()) {
+                    channel.write(buffer);
+                }
                 channel.force(true);
             }
             Files.move(temp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);

@@ -10,6 +10,7 @@ import java.awt.image.BufferedImage;
 import java.io.ByteArrayInputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.stream.Stream;
 import javax.imageio.ImageIO;
 import org.junit.jupiter.api.Test;
@@ -42,6 +43,7 @@ class TrainingReportTest {
         BufferedImage plot = ImageIO.read(new ByteArrayInputStream(Files.readAllBytes(dir.resolve("loss.png"))));
         assertEquals(800, plot.getWidth());
         assertEquals(480, plot.getHeight());
+        assertEquals(PosixFilePermissions.fromString("rw-r--r--"), Files.getPosixFilePermissions(dir.resolve("loss.png")));
         try (Stream<Path> files = Files.list(dir)) {
             assertEquals(2, files.count(), "only the two files, no temporary ones left");
         }
