@@ -16,6 +16,7 @@ final class ProgressBar {
     private final int plainEvery;
     private final long startNanos = System.nanoTime();
     private int lastLength;
+    private long firstStep = -1;  // the step before the first update: a resumed run starts past 0
 
     ProgressBar(PrintStream out, boolean terminal, int plainEvery) {
         this.out = out;
@@ -28,8 +29,11 @@ final class ProgressBar {
     }
 
     void update(long step, long maxSteps, double loss, double tokensPerSecond) {
+        if (firstStep < 0) {
+            firstStep = step - 1;
+        }
         double elapsed = (System.nanoTime() - startNanos) / 1e9;
-        double eta = step > 0 ? elapsed / step * (maxSteps - step) : 0;
+        double eta = step > firstStep ? elapsed / (step - firstStep) * (maxSteps - step) : 0;
         String metrics = String.format("%d/%d loss %.4f tok/s %.0f ETA %s", step, maxSteps, loss, tokensPerSecond,
                 clock(eta));
         if (terminal) {

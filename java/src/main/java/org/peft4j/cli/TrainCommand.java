@@ -33,8 +33,9 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "HF base model directory with tokenizer.json")
     Path model;
 
-    @Option(names = "--data", required = true, paramLabel = "FILE", description = "training data (JSONL)")
-    Path data;
+    @Option(names = "--data", required = true, split = ",", paramLabel = "FILE",
+            description = "training data (JSONL); several files (repeated or comma-separated) must share one format")
+    List<Path> data;
 
     @Option(names = "--eval-data", paramLabel = "FILE", description = "evaluation data (JSONL), for eval loss and early stopping")
     Path evalData;
@@ -58,7 +59,7 @@ final class TrainCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         OutputDirs.requireUsable(out);
-        List<DataRecord> trainRecords = JsonlReader.read(data);
+        List<DataRecord> trainRecords = JsonlReader.readAll(data);
         List<DataRecord> evalRecords = evalData != null ? JsonlReader.read(evalData) : List.of();
         boolean classification = trainRecords.get(0) instanceof DataRecord.Labeled;
         AdapterConfig adapterConfig = adapter.toConfig(classification ? "SEQ_CLS" : "CAUSAL_LM");
@@ -73,6 +74,7 @@ final class TrainCommand implements Callable<Integer> {
                     train.size(), eval.size(), adapterConfig.peftType(), peft.trainableParameterCount());
             TrainingReport report = new TrainingReport();
             report.put("base_model", model.toString());
+            report.put("data", data.stream().map(Path::toString).toList());
             report.put("peft_type", adapterConfig.peftType());
             report.put("trainable_parameters", peft.trainableParameterCount());
             if (labelSet != null) {

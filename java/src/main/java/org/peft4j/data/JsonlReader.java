@@ -55,6 +55,20 @@ public final class JsonlReader {
         return records;
     }
 
+    /** The records of several files in order; every file must hold the format of the first. */
+    public static List<DataRecord> readAll(List<Path> files) {
+        List<DataRecord> records = new ArrayList<>();
+        for (Path file : files) {
+            List<DataRecord> more = read(file);
+            if (!records.isEmpty() && more.get(0).getClass() != records.get(0).getClass()) {
+                throw error(more.get(0).source(), "a file of " + formatName(more.get(0)) + " lines after one of "
+                        + formatName(records.get(0)) + " lines (" + records.get(0).source() + ")");
+            }
+            records.addAll(more);
+        }
+        return records;
+    }
+
     /** Parses one line; {@code source} ("file:line") prefixes any error. */
     static DataRecord parse(String line, String source) {
         JsonNode node;

@@ -68,6 +68,16 @@ class JsonlReaderTest {
     }
 
     @Test
+    void severalFilesMustShareAFormat() throws Exception {
+        Path a = write("a.jsonl", "{\"text\": \"one\"}");
+        Path b = write("b.jsonl", "{\"text\": \"two\"}", "{\"text\": \"three\"}");
+        assertEquals(3, JsonlReader.readAll(List.of(a, b)).size());
+        Path c = write("c.jsonl", "{\"prompt\": \"q\", \"completion\": \"a\"}");
+        PeftException e = assertThrows(PeftException.class, () -> JsonlReader.readAll(List.of(a, c)));
+        assertEquals(c + ":1: a file of prompt/completion lines after one of text lines (" + a + ":1)", e.getMessage());
+    }
+
+    @Test
     void missingFileIsNotFound() {
         PeftException e = assertThrows(PeftException.class, () -> JsonlReader.read(dir.resolve("absent.jsonl")));
         assertEquals(PeftException.Kind.NOT_FOUND, e.kind());
