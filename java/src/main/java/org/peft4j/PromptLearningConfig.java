@@ -1,0 +1,65 @@
+package org.peft4j;
+
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The fields PEFT's prompt-learning configs share ({@code PromptLearningConfig}): the number of virtual tokens and
+ * the model sizes they are shaped by (left unset, the core reads them from the model as PEFT does).
+ */
+public abstract class PromptLearningConfig extends MethodConfig {
+    PromptLearningConfig(String peftType, Map<String, Object> fields) {
+        super(peftType, fields);
+    }
+
+    /**
+     * The builder every prompt-learning builder extends.
+     *
+     * @param <B> the method's builder
+     * @param <C> the method's config
+     */
+    public abstract static class Builder<B extends Builder<B, C>, C extends PromptLearningConfig>
+            extends MethodConfig.Fields<B> {
+        abstract C create(Map<String, Object> fields);
+
+        /** {@code num_virtual_tokens}: how many virtual tokens (required). */
+        public final B numVirtualTokens(int count) {
+            return setPositive("num_virtual_tokens", count);
+        }
+
+        /** {@code token_dim}: the width of a virtual token (default: the model's hidden size). */
+        public final B tokenDim(int dim) {
+            return setPositive("token_dim", dim);
+        }
+
+        /** {@code num_transformer_submodules}: 2 for encoder-decoder models (the default there), else 1. */
+        public final B numTransformerSubmodules(int count) {
+            return setPositive("num_transformer_submodules", count);
+        }
+
+        /** {@code num_attention_heads} (default: the model's; prefix tuning: its key/value heads). */
+        public final B numAttentionHeads(int heads) {
+            return setPositive("num_attention_heads", heads);
+        }
+
+        /** {@code num_layers} (default: the model's number of layers). */
+        public final B numLayers(int layers) {
+            return setPositive("num_layers", layers);
+        }
+
+        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
+        public final B taskType(String taskType) {
+            return set("task_type", taskType);
+        }
+
+        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
+        public final B modulesToSave(String... names) {
+            return set("modules_to_save", List.of(names));
+        }
+
+        public final C build() {
+            require("num_virtual_tokens", "numVirtualTokens");
+            return create(fields);
+        }
+    }
+}
