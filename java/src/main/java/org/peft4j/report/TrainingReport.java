@@ -125,6 +125,10 @@ public final class TrainingReport {
         XYChart chart = new XYChartBuilder().width(800).height(480).title("Training loss").xAxisTitle("step")
                 .yAxisTitle("loss").build();
         chart.getStyler().setMarkerSize(4);
+        // Losses span orders of magnitude (12 at the start of the demo, 0.01 at its end): a log axis shows both ends.
+        boolean positive = steps.stream().allMatch(s -> s.loss() > 0)
+                && evaluations.stream().allMatch(e -> !Double.isFinite(e.loss()) || e.loss() > 0);
+        chart.getStyler().setYAxisLogarithmic(positive && !steps.isEmpty());
         if (!steps.isEmpty()) {
             chart.addSeries("train", steps.stream().mapToDouble(Step::step).toArray(),
                     steps.stream().mapToDouble(Step::loss).toArray()).setMarker(SeriesMarkers.NONE);
