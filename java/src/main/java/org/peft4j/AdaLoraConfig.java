@@ -17,7 +17,7 @@ public final class AdaLoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link AdaLoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, AdaLoraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, AdaLoraConfig> {
         @Override
         protected Builder self() {
             return this;

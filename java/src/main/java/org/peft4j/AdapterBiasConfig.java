@@ -16,7 +16,7 @@ public final class AdapterBiasConfig extends TunerConfig {
     }
 
     /** Builds an {@link AdapterBiasConfig}. */
-    public static final class Builder extends TunerConfig.Builder<Builder, AdapterBiasConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, AdapterBiasConfig> {
         @Override
         protected Builder self() {
             return this;

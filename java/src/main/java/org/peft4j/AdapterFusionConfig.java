@@ -28,7 +28,7 @@ public final class AdapterFusionConfig extends TunerConfig {
     }
 
     /** Builds an {@link AdapterFusionConfig}. */
-    public static final class Builder extends TunerConfig.Builder<Builder, AdapterFusionConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, AdapterFusionConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -6,7 +6,7 @@ import java.util.Map;
  * Adaption prompt, LLaMA-Adapter ({@code AdaptionPromptConfig} in PEFT): gated prompts read by the top attention
  * layers of a llama or mistral model. The gates start at zero, so a new adapter leaves the model's outputs unchanged.
  */
-public final class AdaptionPromptConfig extends MethodConfig {
+public final class AdaptionPromptConfig extends TunerConfig {
     private AdaptionPromptConfig(Map<String, Object> fields) {
         super("ADAPTION_PROMPT", fields);
     }
@@ -16,9 +16,9 @@ public final class AdaptionPromptConfig extends MethodConfig {
     }
 
     /** Builds an {@link AdaptionPromptConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends MethodConfig.Fields<Builder> {
+    public static final class Builder extends TunerConfig.Builder<Builder, AdaptionPromptConfig> {
         @Override
-        Builder self() {
+        protected Builder self() {
             return this;
         }
 
@@ -37,15 +37,15 @@ public final class AdaptionPromptConfig extends MethodConfig {
             return set("target_modules", name);
         }
 
-        /** {@code task_type}: PEFT's task ("CAUSAL_LM"), recorded in the config. */
-        public Builder taskType(String taskType) {
-            return set("task_type", taskType);
+        @Override
+        protected AdaptionPromptConfig create(Map<String, Object> fields) {
+            return new AdaptionPromptConfig(fields);
         }
 
-        public AdaptionPromptConfig build() {
+        @Override
+        protected void validate() {
             require("adapter_len", "adapterLen");
             require("adapter_layers", "adapterLayers");
-            return new AdaptionPromptConfig(fields);
         }
     }
 }

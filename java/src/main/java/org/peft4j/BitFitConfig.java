@@ -17,7 +17,7 @@ public final class BitFitConfig extends TunerConfig {
     }
 
     /** Builds a {@link BitFitConfig}. */
-    public static final class Builder extends TunerConfig.Builder<Builder, BitFitConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, BitFitConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class BoftConfig extends TunerConfig {
     }
 
     /** Builds a {@link BoftConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, BoftConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, BoftConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -47,7 +47,7 @@ public final class BottleneckConfig extends TunerConfig {
     }
 
     /** Builds a {@link BottleneckConfig}; each setter maps to the AdapterHub field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, BottleneckConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, BottleneckConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class C3aConfig extends TunerConfig {
     }
 
     /** Builds a {@link C3aConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, C3aConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, C3aConfig> {
         @Override
         protected Builder self() {
             return this;

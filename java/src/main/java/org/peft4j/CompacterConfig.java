@@ -33,7 +33,7 @@ public final class CompacterConfig extends TunerConfig {
     }
 
     /** Builds a {@link CompacterConfig}; each setter maps to the AdapterHub field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, CompacterConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, CompacterConfig> {
         @Override
         protected Builder self() {
             return this;

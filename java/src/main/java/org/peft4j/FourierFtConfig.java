@@ -17,7 +17,7 @@ public final class FourierFtConfig extends TunerConfig {
     }
 
     /** Builds a {@link FourierFtConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, FourierFtConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, FourierFtConfig> {
         @Override
         protected Builder self() {
             return this;

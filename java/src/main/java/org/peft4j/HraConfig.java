@@ -16,7 +16,7 @@ public final class HraConfig extends TunerConfig {
     }
 
     /** Builds a {@link HraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, HraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, HraConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class IA3Config extends TunerConfig {
     }
 
     /** Builds a {@link IA3Config}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, IA3Config> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, IA3Config> {
         @Override
         protected Builder self() {
             return this;

@@ -27,7 +27,7 @@ public final class LayerFreezingConfig extends TunerConfig {
     }
 
     /** Builds a {@link LayerFreezingConfig}. */
-    private static final class Builder extends TunerConfig.Builder<Builder, LayerFreezingConfig> {
+    private static final class Builder extends TunerConfig.TargetedBuilder<Builder, LayerFreezingConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class LnTuningConfig extends TunerConfig {
     }
 
     /** Builds a {@link LnTuningConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, LnTuningConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, LnTuningConfig> {
         @Override
         protected Builder self() {
             return this;

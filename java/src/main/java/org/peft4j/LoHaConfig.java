@@ -17,7 +17,7 @@ public final class LoHaConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoHaConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, LoHaConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, LoHaConfig> {
         @Override
         protected Builder self() {
             return this;

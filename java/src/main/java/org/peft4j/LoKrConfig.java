@@ -16,7 +16,7 @@ public final class LoKrConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoKrConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, LoKrConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, LoKrConfig> {
         @Override
         protected Builder self() {
             return this;

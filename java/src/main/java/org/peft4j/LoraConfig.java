@@ -20,7 +20,7 @@ public final class LoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, LoraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, LoraConfig> {
         @Override
         protected Builder self() {
             return this;

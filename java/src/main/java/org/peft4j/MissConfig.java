@@ -17,7 +17,7 @@ public final class MissConfig extends TunerConfig {
     }
 
     /** Builds a {@link MissConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, MissConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, MissConfig> {
         @Override
         protected Builder self() {
             return this;

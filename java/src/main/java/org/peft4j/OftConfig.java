@@ -17,7 +17,7 @@ public final class OftConfig extends TunerConfig {
     }
 
     /** Builds a {@link OftConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, OftConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, OftConfig> {
         @Override
         protected Builder self() {
             return this;

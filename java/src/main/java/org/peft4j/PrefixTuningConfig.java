@@ -18,12 +18,12 @@ public final class PrefixTuningConfig extends PromptLearningConfig {
     /** Builds a {@link PrefixTuningConfig}; each setter maps to the PEFT field named in its doc. */
     public static final class Builder extends PromptLearningConfig.Builder<Builder, PrefixTuningConfig> {
         @Override
-        Builder self() {
+        protected Builder self() {
             return this;
         }
 
         @Override
-        PrefixTuningConfig create(Map<String, Object> fields) {
+        protected PrefixTuningConfig create(Map<String, Object> fields) {
             return new PrefixTuningConfig(fields);
         }
 

@@ -18,12 +18,12 @@ public final class PromptEncoderConfig extends PromptLearningConfig {
     /** Builds a {@link PromptEncoderConfig}; each setter maps to the PEFT field named in its doc. */
     public static final class Builder extends PromptLearningConfig.Builder<Builder, PromptEncoderConfig> {
         @Override
-        Builder self() {
+        protected Builder self() {
             return this;
         }
 
         @Override
-        PromptEncoderConfig create(Map<String, Object> fields) {
+        protected PromptEncoderConfig create(Map<String, Object> fields) {
             return new PromptEncoderConfig(fields);
         }
 

@@ -1,13 +1,12 @@
 package org.peft4j;
 
-import java.util.List;
 import java.util.Map;
 
 /**
  * The fields PEFT's prompt-learning configs share ({@code PromptLearningConfig}): the number of virtual tokens and
  * the model sizes they are shaped by (left unset, the core reads them from the model as PEFT does).
  */
-public abstract class PromptLearningConfig extends MethodConfig {
+public abstract class PromptLearningConfig extends TunerConfig {
     PromptLearningConfig(String peftType, Map<String, Object> fields) {
         super(peftType, fields);
     }
@@ -19,9 +18,7 @@ public abstract class PromptLearningConfig extends MethodConfig {
      * @param <C> the method's config
      */
     public abstract static class Builder<B extends Builder<B, C>, C extends PromptLearningConfig>
-            extends MethodConfig.Fields<B> {
-        abstract C create(Map<String, Object> fields);
-
+            extends TunerConfig.Builder<B, C> {
         /** {@code num_virtual_tokens}: how many virtual tokens (required). */
         public final B numVirtualTokens(int count) {
             return setPositive("num_virtual_tokens", count);
@@ -47,19 +44,14 @@ public abstract class PromptLearningConfig extends MethodConfig {
             return setPositive("num_layers", layers);
         }
 
-        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
-        public final B taskType(String taskType) {
-            return set("task_type", taskType);
-        }
-
         /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
         public final B modulesToSave(String... names) {
-            return set("modules_to_save", List.of(names));
+            return setNames("modules_to_save", names);
         }
 
-        public final C build() {
+        @Override
+        protected void validate() {
             require("num_virtual_tokens", "numVirtualTokens");
-            return create(fields);
         }
     }
 }

@@ -27,12 +27,12 @@ public final class PromptTuningConfig extends PromptLearningConfig {
     /** Builds a {@link PromptTuningConfig}; each setter maps to the PEFT field named in its doc. */
     public static final class Builder extends PromptLearningConfig.Builder<Builder, PromptTuningConfig> {
         @Override
-        Builder self() {
+        protected Builder self() {
             return this;
         }
 
         @Override
-        PromptTuningConfig create(Map<String, Object> fields) {
+        protected PromptTuningConfig create(Map<String, Object> fields) {
             return new PromptTuningConfig(fields);
         }
 

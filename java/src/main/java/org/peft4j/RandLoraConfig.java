@@ -17,7 +17,7 @@ public final class RandLoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link RandLoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, RandLoraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, RandLoraConfig> {
         @Override
         protected Builder self() {
             return this;

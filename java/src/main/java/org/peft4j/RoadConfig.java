@@ -16,7 +16,7 @@ public final class RoadConfig extends TunerConfig {
     }
 
     /** Builds a {@link RoadConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, RoadConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, RoadConfig> {
         @Override
         protected Builder self() {
             return this;

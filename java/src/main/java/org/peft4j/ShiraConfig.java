@@ -17,7 +17,7 @@ public final class ShiraConfig extends TunerConfig {
     }
 
     /** Builds a {@link ShiraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, ShiraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, ShiraConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class TrainableTokensConfig extends TunerConfig {
     }
 
     /** Builds a {@link TrainableTokensConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, TrainableTokensConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, TrainableTokensConfig> {
         @Override
         protected Builder self() {
             return this;

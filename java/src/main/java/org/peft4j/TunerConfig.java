@@ -45,8 +45,7 @@ public abstract class TunerConfig implements AdapterConfig {
     }
 
     /**
-     * The builder every method's builder extends: target selection and the task are common to all methods; the
-     * rest is each method's own.
+     * The builder every method's builder extends: checked setters for PEFT's fields and the task.
      *
      * @param <B> the method's builder
      * @param <C> the method's config
@@ -89,6 +88,35 @@ public abstract class TunerConfig implements AdapterConfig {
             return set(name, Map.copyOf(pattern));
         }
 
+        /** Fails naming the field and its setters when a required field is unset. */
+        protected final void require(String name, String setters) {
+            if (!fields.containsKey(name)) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, name + " is required (" + setters + ")");
+            }
+        }
+
+        /** Checks the fields together before build() makes the config; the default checks nothing. */
+        protected void validate() {}
+
+        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
+        public final B taskType(String taskType) {
+            return set("task_type", taskType);
+        }
+
+        public final C build() {
+            validate();
+            return create(fields);
+        }
+    }
+
+    /**
+     * The builder of methods that adapt modules chosen by name ({@code target_modules}).
+     *
+     * @param <B> the method's builder
+     * @param <C> the method's config
+     */
+    public abstract static class TargetedBuilder<B extends TargetedBuilder<B, C>, C extends TunerConfig>
+            extends Builder<B, C> {
         /** {@code target_modules}: module names, matched as the name or a ".name" suffix. */
         public final B targetModules(String... names) {
             return setNames("target_modules", names);
@@ -104,22 +132,16 @@ public abstract class TunerConfig implements AdapterConfig {
             return set("target_modules", "all-linear");
         }
 
-        /** {@code task_type}: PEFT's task ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM"), recorded in the config. */
-        public final B taskType(String taskType) {
-            return set("task_type", taskType);
-        }
-
         /** Whether build() insists on target modules (methods with a fixed target, or none, say no). */
         protected boolean requiresTargetModules() {
             return true;
         }
 
-        public final C build() {
-            if (requiresTargetModules() && !fields.containsKey("target_modules")) {
-                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
-                        "target_modules is required (targetModules, targetModulesRegex or allLinear)");
+        @Override
+        protected void validate() {
+            if (requiresTargetModules()) {
+                require("target_modules", "targetModules, targetModulesRegex or allLinear");
             }
-            return create(fields);
         }
     }
 }

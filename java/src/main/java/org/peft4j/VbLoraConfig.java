@@ -17,7 +17,7 @@ public final class VbLoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link VbLoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, VbLoraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, VbLoraConfig> {
         @Override
         protected Builder self() {
             return this;

@@ -17,7 +17,7 @@ public final class VeraConfig extends TunerConfig {
     }
 
     /** Builds a {@link VeraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.Builder<Builder, VeraConfig> {
+    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, VeraConfig> {
         @Override
         protected Builder self() {
             return this;
