@@ -7,18 +7,22 @@
 
 namespace peft4j::tuners {
 
-std::vector<std::string> fused_adapters(const nlohmann::json& config) {
+std::vector<std::string> composed_adapters(const nlohmann::json& config, const std::string& field_name) {
   std::vector<std::string> out;
-  if (!config.contains("fusion") || config["fusion"].is_null()) return out;
-  const auto& field = config["fusion"];
+  if (!config.contains(field_name) || config[field_name].is_null()) return out;
+  const auto& field = config[field_name];
   if (!field.is_array() || field.size() < 2)
-    fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'fusion' must list at least two adapter names, got " + field.dump());
+    fail(ErrorKind::InvalidArgument, "BOTTLENECK config field '" + field_name +
+                                         "' must list at least two adapter names, got " + field.dump());
   for (const auto& name : field) {
-    if (!name.is_string()) fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'fusion' holds " + name.dump());
+    if (!name.is_string())
+      fail(ErrorKind::InvalidArgument, "BOTTLENECK config field '" + field_name + "' holds " + name.dump());
     out.push_back(name.get<std::string>());
   }
   return out;
 }
+
+std::vector<std::string> fused_adapters(const nlohmann::json& config) { return composed_adapters(config, "fusion"); }
 
 FusionModule::FusionModule(DeltaLayer& layer, std::vector<std::string> adapters, int64_t width)
     : layer_(layer), adapters_(std::move(adapters)) {

@@ -10,6 +10,7 @@
 #include "peft4j/models/bert.h"
 #include "peft4j/tuners/adapter_fusion.h"
 #include "peft4j/tuners/compacter.h"
+#include "peft4j/tuners/composition.h"
 #include "peft4j/tuners/config.h"
 
 namespace peft4j::tuners {
@@ -110,6 +111,11 @@ class BottleneckTuner : public Tuner {
     if (!fused_adapters(config).empty() && insertion_of(config) != Insertion::Sequential)
       fail(ErrorKind::Unsupported, "BOTTLENECK config field 'fusion': AdapterFusion runs over sequential adapters "
                                    "(is_parallel and original_ln_before false)");
+    if (!averaged_adapters(config).empty()) {
+      if (!fused_adapters(config).empty())
+        fail(ErrorKind::InvalidArgument, "BOTTLENECK config: 'fusion' and 'average' are two compositions; set one");
+      average_weights(config);
+    }
     return config;
   }
 
@@ -150,6 +156,7 @@ class BottleneckTuner : public Tuner {
                                             const InjectContext& ctx) const override {
     const auto& config = ctx.config;
     if (!fused_adapters(config).empty()) return inject_fusion(target, ctx);
+    if (!averaged_adapters(config).empty()) return inject_average(target, ctx);
     int64_t width = delta_width(*target);
     int64_t inner = bottleneck_width(config, width);
     std::string init = config_string(config, "init_weights", "mam_adapter");

@@ -35,6 +35,9 @@ class FusionModule : public DeltaModule {
   at::Tensor last_weights_;
 };
 
+// The adapter names a composition field of a config lists (`fusion`, `average`): empty when absent or null, at least
+// two otherwise; malformed -> Error(InvalidArgument) naming the field.
+std::vector<std::string> composed_adapters(const nlohmann::json& config, const std::string& field_name);
 // The adapters a config fuses (empty when it is a plain bottleneck adapter); malformed -> Error(InvalidArgument).
 std::vector<std::string> fused_adapters(const nlohmann::json& config);
 

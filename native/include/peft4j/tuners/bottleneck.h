@@ -14,6 +14,8 @@
 //   leave_out, adapter_drop       AdapterDrop: no adapter on the listed layers; random skipping in training
 //   phm_layer                     Compacter: down/up are PHM layers (compacter.h)
 //   fusion                        AdapterFusion over the named adapters instead of a new bottleneck (adapter_fusion.h)
+//   average, average_weights,     AdapterHub's Average over the named adapters instead of a new bottleneck
+//   normalize_weights             (composition.h)
 //
 // Trainable parameters per adapted sublayer: 2·d_h·d_m + d_m + d_h (+1 learned / +d_h channel scaling). Saved keys
 // are AdapterHub's names under the wrapped module, adapter name removed:
