@@ -4,6 +4,7 @@
 
 #include "access.h"
 #include "guard.h"
+#include "peft4j/tuners/composition.h"
 #include "peft4j/tuners/peft_model.h"
 
 namespace peft4j::api {
@@ -17,6 +18,14 @@ namespace {
 tuners::PeftModel& peft_of(const std::shared_ptr<PeftState>& state) {
   if (!state || !state->model) fail(ErrorKind::InvalidArgument, "PEFT model handle is empty (closed, unloaded or never made)");
   return *state->model;
+}
+
+std::vector<std::string> split_names(const std::string& list) {
+  std::vector<std::string> names;
+  std::stringstream in(list);
+  for (std::string n; std::getline(in, n, ',');)
+    if (!n.empty()) names.push_back(n);
+  return names;
 }
 }  // namespace
 
@@ -107,13 +116,27 @@ ModelHandle PeftModelHandle::mergeAndUnload() {
 void PeftModelHandle::addWeightedAdapter(const std::string& adapters, const double* weights, int count,
                                          const std::string& name, const std::string& combinationType, int64_t svdRank) {
   guard([&] {
-    std::vector<std::string> names;
-    std::stringstream list(adapters);
-    for (std::string n; std::getline(list, n, ',');)
-      if (!n.empty()) names.push_back(n);
+    std::vector<std::string> names = split_names(adapters);
     if (count < 0 || (count > 0 && !weights)) fail(ErrorKind::InvalidArgument, "weights are missing");
     peft_of(state_).add_weighted_adapter(names, std::vector<double>(weights, weights + count), name, combinationType,
                                          svdRank);
+  });
+}
+
+TensorHandle PeftModelHandle::forwardParallel(const std::string& adapters, const TensorHandle& inputIds,
+                                              const TensorHandle& attentionMask) const {
+  return guard([&] {
+    tuners::PeftModel& model = peft_of(state_);
+    const at::Device device = model.base_model().parameters().at(0).device();
+    models::ModelInputs inputs;
+    inputs.input_ids = Access::tensor(inputIds);
+    if (at::isFloatingType(inputs.input_ids.scalar_type()))
+      fail(ErrorKind::InvalidArgument, "input_ids must hold integer token ids");
+    inputs.input_ids = inputs.input_ids.to(device, at::kLong);
+    at::Tensor mask = Access::optional_tensor(attentionMask);
+    if (mask.defined()) inputs.attention_mask = mask.to(device, at::kLong);
+    at::NoGradGuard no_grad;
+    return Access::wrap(tuners::forward_parallel(model, inputs, split_names(adapters)).logits);
   });
 }
 

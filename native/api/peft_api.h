@@ -42,6 +42,10 @@ class PeftModelHandle {
   // PEFT's add_weighted_adapter: `adapters` is a comma-separated list with one weight each.
   void addWeightedAdapter(const std::string& adapters, const double* weights, int count, const std::string& name,
                           const std::string& combinationType, int64_t svdRank);
+  // AdapterHub's Parallel block: the batch once per adapter of `adapters` (comma-separated), copy j through adapter
+  // j; the logits of the n·B rows, adapter by adapter. `attentionMask` may be empty.
+  TensorHandle forwardParallel(const std::string& adapters, const TensorHandle& inputIds,
+                               const TensorHandle& attentionMask) const;
 
  private:
   std::shared_ptr<PeftState> state_;

@@ -6,6 +6,7 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
+import org.peft4j.internal.Peft4jNative.TensorHandle;
 
 /**
  * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
@@ -155,6 +156,20 @@ public final class PeftModel extends NativeResource {
         }
         Native.run(() -> nativeHandle().addWeightedAdapter(String.join(",", adapters), weights, weights.length, name,
                 combinationType, 0));
+    }
+
+    /**
+     * AdapterHub's Parallel block: the batch of B rows runs once per adapter, copy j through {@code adapters.get(j)}
+     * in every layer; returns the logits of the n·B rows, adapter by adapter. {@code attentionMask} may be null.
+     */
+    public Tensor forwardParallel(List<String> adapters, Tensor inputIds, Tensor attentionMask) {
+        Objects.requireNonNull(inputIds, "inputIds");
+        if (adapters.isEmpty()) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "Parallel needs at least one adapter");
+        }
+        TensorHandle mask = attentionMask == null ? new TensorHandle() : attentionMask.nativeHandle();
+        return Native.call(() -> new Tensor(nativeHandle().forwardParallel(String.join(",", adapters),
+                inputIds.nativeHandle(), mask)));
     }
 
     /** Logits through the active adapter; see {@link BaseModel#forward(Tensor, Tensor)}. */
