@@ -3,6 +3,7 @@
 
 #include "adapter_family_testing.h"
 #include "golden_testing.h"
+#include "peft4j/models/generation.h"
 #include "peft4j/safetensors.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/delta_adapter.h"
@@ -133,6 +134,24 @@ TEST(Mam, SavesPeftLikeKeysAndLoads) {
   fresh->load_adapter(dir, "default");
   EXPECT_TRUE(at::allclose(logits(*fresh, in), adapted, 1e-6, 1e-6));
   EXPECT_EQ(fresh->adapter_config("default")["peft_type"], "MAM");
+}
+
+// Generation with a KV cache (the prefixes enter once, then the cache carries them) gives the tokens that greedy
+// argmax over full forwards gives.
+TEST(Mam, GreedyGenerationWithCacheEqualsFullForwards) {
+  auto model = mam_model("llama");
+  perturb_ffn_adapters(*model);
+  at::Tensor ids = permutation_batch(2, 5, 3).input_ids;
+  peft4j::models::GenerationConfig config;
+  config.max_new_tokens = 4;
+  at::Tensor cached = peft4j::models::generate(*model, ids, at::Tensor(), config);
+  for (int step = 0; step < 4; ++step) {
+    peft4j::models::ModelInputs in;
+    in.input_ids = ids;
+    at::Tensor next = logits(*model, in).select(1, ids.size(1) - 1).argmax(-1, true);
+    ids = at::cat({ids, next}, 1);
+  }
+  EXPECT_TRUE(at::equal(cached, ids)) << cached << ids;
 }
 
 TEST(Mam, RefusesMergeAndBadConfigs) {
