@@ -137,6 +137,20 @@ TEST(Lora, NewAdapterStartsAtIdentityAndCountsTrainableParameters) {
   EXPECT_EQ(model->trainable_parameter_count(), expected);
 }
 
+TEST(Lora, SeqClsAdapterTrainsTheClassificationHeadAsPeftDoes) {
+  // PEFT's saved config of the golden case lists the heads PEFT added itself; given the user's config without them,
+  // the model adds them the same way, so the trainable count is PEFT's.
+  std::ifstream file(case_dir("lora_bert_seqcls") + "/adapter/adapter_config.json");
+  nlohmann::json config = nlohmann::json::parse(file);
+  nlohmann::json peft_heads = config["modules_to_save"];
+  config["modules_to_save"] = nullptr;
+  auto model = peft("bert");
+  model->add_adapter("default", config);
+  std::ifstream case_file(case_dir("lora_bert_seqcls") + "/case.json");
+  EXPECT_EQ(model->trainable_parameter_count(), nlohmann::json::parse(case_file)["trainable_params"].get<int64_t>());
+  EXPECT_EQ(model->adapter_config("default")["modules_to_save"], peft_heads);
+}
+
 TEST(Lora, BadInputIsRefusedAndLeavesTheModelUnchanged) {
   auto batch = io("lora_llama_all");
   auto model = peft("llama");

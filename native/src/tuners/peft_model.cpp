@@ -19,6 +19,17 @@ namespace peft4j::tuners {
 
 namespace {
 
+// PEFT's PeftModelForSequenceClassification: the classification head ("classifier" or "score") trains and is saved
+// with every adapter of a SEQ_CLS model, added to modules_to_save (names the model lacks are skipped, as PEFT does).
+void add_classification_head(nlohmann::json& config) {
+  if (!config.contains("modules_to_save") || config.value("task_type", nlohmann::json()) != "SEQ_CLS") return;
+  nlohmann::json& names = config["modules_to_save"];
+  if (names.is_null()) names = nlohmann::json::array();
+  if (!names.is_array()) return;  // the tuner's own check names the field
+  for (const char* head : {"classifier", "score"})
+    if (std::find(names.begin(), names.end(), head) == names.end()) names.push_back(head);
+}
+
 const char* kConfigFile = "adapter_config.json";
 const char* kWeightsFile = "adapter_model.safetensors";
 
@@ -130,6 +141,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
     fail(ErrorKind::InvalidArgument, "adapter config has no \"peft_type\" string");
   const Tuner& tuner = tuner_for(input["peft_type"].get<std::string>());
   nlohmann::json config = tuner.resolve_for_model(tuner.normalize_config(input), *base_);
+  add_classification_head(config);
   tuner.check_model(config, *base_);
   if (!adapters_.empty() && adapters_.begin()->second.tuner != &tuner)
     fail(ErrorKind::Unsupported, "this model carries " + adapters_.begin()->second.tuner->peft_type() +
