@@ -7,6 +7,7 @@
 
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
+#include "peft4j/models/checkpointing.h"
 
 namespace peft4j::models {
 
@@ -345,8 +346,14 @@ ModelOutput BertForSequenceClassification::forward(const ModelInputs& in) {
                .view({batch, 1, 1, keep.size(1)});
   }
 
-  for (size_t i = 0; i < layers_.size(); ++i)
-    hidden = layers_[i]->forward(hidden, mask, prefixes ? &(*prefixes)[i] : nullptr);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto layer = layers_[i];
+    if (prefixes) {  // prefixes pass through plainly (a checkpoint carries only the hidden state)
+      hidden = layer->forward(hidden, mask, &(*prefixes)[i]);
+    } else {
+      hidden = run_layer([layer, mask](const at::Tensor& h) { return layer->forward(h, mask, nullptr); }, hidden);
+    }
+  }
 
   at::Tensor pooled = forward_child(*named_children()["bert"], "pooler", hidden);
   ModelOutput out;

@@ -8,6 +8,7 @@
 
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
+#include "peft4j/models/checkpointing.h"
 #include "peft4j/models/conv1d.h"
 
 namespace peft4j::models {
@@ -268,9 +269,16 @@ ModelOutput GPT2LMHeadModel::forward(const ModelInputs& inputs) {
   context.mask = causal_attention_mask(batch, length, past_length, inputs.attention_mask, std::nullopt, device);
   std::optional<PastKeyValues> present;
   if (inputs.use_cache) present.emplace().self_attn.resize(config_.n_layer);
-  for (int64_t i = 0; i < config_.n_layer; ++i)
-    hidden = transformer_->blocks[i]->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
-                                              present ? &present->self_attn[i] : nullptr);
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    auto block = transformer_->blocks[i];
+    if (past || present) {  // prefixes and caches pass through plainly (a checkpoint carries only the hidden state)
+      hidden = block->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
+                              present ? &present->self_attn[i] : nullptr);
+    } else {
+      hidden = run_layer([block, context](const at::Tensor& h) { return block->forward(h, context, LayerKV{}, nullptr); },
+                         hidden);
+    }
+  }
   hidden = forward_child(*transformer_, "ln_f", hidden);
 
   ModelOutput output;

@@ -5,6 +5,7 @@
 
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
+#include "peft4j/models/checkpointing.h"
 
 namespace peft4j::models {
 
@@ -441,9 +442,16 @@ ModelOutput LlamaForCausalLM::forward(const ModelInputs& inputs) {
 
   std::optional<PastKeyValues> present;
   if (inputs.use_cache) present.emplace().self_attn.resize(config_.num_hidden_layers);
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
-    hidden = model_->layers[i]->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
-                                        present ? &present->self_attn[i] : nullptr);
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    auto layer = model_->layers[i];
+    if (past || present) {  // prefixes and caches pass through plainly (a checkpoint carries only the hidden state)
+      hidden = layer->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
+                              present ? &present->self_attn[i] : nullptr);
+    } else {
+      hidden = run_layer([layer, context](const at::Tensor& h) { return layer->forward(h, context, LayerKV{}, nullptr); },
+                         hidden);
+    }
+  }
   hidden = forward_child(*model_, "norm", hidden);
 
   ModelOutput output;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "peft4j/error.h"
+#include "peft4j/models/checkpointing.h"
 #include "peft4j/train/training_data.h"
 
 namespace peft4j::train {
@@ -63,6 +64,7 @@ StepResult optimizer_step(tuners::PeftModel& model, torch::optim::Optimizer& opt
   }
   model.train();
   optimizer.zero_grad();
+  models::GradientCheckpointing checkpointing(options.gradient_checkpointing);
   StepResult result;
   for (size_t i = 0; i < micro_batches.size(); ++i) {
     // A lone micro-batch weighs exactly 1, so its loss and gradient are bit for bit those of a plain step.

@@ -129,11 +129,6 @@ void check_setup(tuners::PeftModel& model, const TrainingData& train, const Trai
   if (config.bf16 && device.type() != at::kCUDA)
     fail(ErrorKind::Unsupported, "training config field 'bf16': bf16 autocast runs on CUDA only; the model is on " +
                                      device.str() + " (compute in f32 on CPU)");
-  // The models run each decoder layer as one call that keeps its activations for the backward pass; recomputing
-  // them there needs a checkpointed layer call in every model family, which they do not have yet.
-  if (config.gradient_checkpointing)
-    fail(ErrorKind::Unsupported, "training config field 'gradient_checkpointing': the models do not recompute "
-                                 "decoder layers in the backward pass");
 }
 
 }  // namespace
@@ -219,7 +214,8 @@ bool Trainer::step() {
   try {
     auto batches = next_micro_batches(&tokens);
     Bf16Autocast autocast(config_.bf16);
-    result = optimizer_step(*model_, *optimizer_, batches, {step, config_.max_grad_norm, true});
+    result = optimizer_step(*model_, *optimizer_, batches,
+                            {step, config_.max_grad_norm, true, config_.gradient_checkpointing});
   } catch (...) {
     // The step did not happen: the next attempt reads the same data.
     epoch_index_ = epoch_before;

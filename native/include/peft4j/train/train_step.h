@@ -35,6 +35,7 @@ struct StepOptions {
   int64_t step = 1;             // the step's number (1-based), for messages and the tuners' hooks
   double max_grad_norm = 0.0;   // clip the total gradient norm to this; 0: no clipping
   bool tuner_hooks = true;      // PeftModel::after_optimizer_step (AdaLoRA's rank allocation) after the update
+  bool gradient_checkpointing = false;  // recompute each layer in the backward pass (models::GradientCheckpointing)
 };
 
 struct StepResult {

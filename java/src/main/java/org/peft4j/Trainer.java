@@ -246,6 +246,12 @@ public final class Trainer extends NativeResource {
             return this;
         }
 
+        /** Gradient checkpointing: each layer's activations are recomputed in the backward pass (less memory). */
+        public Builder gradientCheckpointing(boolean on) {
+            config.put("gradient_checkpointing", on);
+            return this;
+        }
+
         /** "causal_lm" (default) or "seq_cls"; must match the model. */
         public Builder task(String task) {
             config.put("task", task);

@@ -65,6 +65,9 @@ final class TrainingOptions {
     @Option(names = "--bf16", description = "bfloat16 autocast (CUDA only)")
     boolean bf16;
 
+    @Option(names = "--gradient-checkpointing", description = "recompute each layer in the backward pass (less memory)")
+    boolean gradientCheckpointing;
+
     /** Sets these options on {@code builder}; {@code padTokenId} from the tokenizer (0 when it names none). */
     Trainer.Builder apply(Trainer.Builder builder, Path outputDir, long padTokenId, boolean classification) {
         return builder.optimizer(optimizer).learningRate(learningRate).weightDecay(weightDecay)
@@ -73,6 +76,6 @@ final class TrainingOptions {
                 .gradientAccumulationSteps(gradientAccumulationSteps).maxGradNorm(maxGradNorm).evalSteps(evalSteps)
                 .earlyStoppingPatience(earlyStoppingPatience).saveSteps(saveSteps).saveTotalLimit(saveTotalLimit)
                 .outputDir(outputDir).seed(seed).packing(packing).maxSeqLength(maxSeqLength).padTokenId(padTokenId)
-                .bf16(bf16).task(classification ? "seq_cls" : "causal_lm");
+                .bf16(bf16).gradientCheckpointing(gradientCheckpointing).task(classification ? "seq_cls" : "causal_lm");
     }
 }
