@@ -269,16 +269,7 @@ ModelOutput GPT2LMHeadModel::forward(const ModelInputs& inputs) {
   context.mask = causal_attention_mask(batch, length, past_length, inputs.attention_mask, std::nullopt, device);
   std::optional<PastKeyValues> present;
   if (inputs.use_cache) present.emplace().self_attn.resize(config_.n_layer);
-  for (int64_t i = 0; i < config_.n_layer; ++i) {
-    auto block = transformer_->blocks[i];
-    if (past || present) {  // prefixes and caches pass through plainly (a checkpoint carries only the hidden state)
-      hidden = block->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
-                              present ? &present->self_attn[i] : nullptr);
-    } else {
-      hidden = run_layer([block, context](const at::Tensor& h) { return block->forward(h, context, LayerKV{}, nullptr); },
-                         hidden);
-    }
-  }
+  hidden = run_decoder_layers(transformer_->blocks, hidden, context, past, present);
   hidden = forward_child(*transformer_, "ln_f", hidden);
 
   ModelOutput output;

@@ -442,16 +442,7 @@ ModelOutput LlamaForCausalLM::forward(const ModelInputs& inputs) {
 
   std::optional<PastKeyValues> present;
   if (inputs.use_cache) present.emplace().self_attn.resize(config_.num_hidden_layers);
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    auto layer = model_->layers[i];
-    if (past || present) {  // prefixes and caches pass through plainly (a checkpoint carries only the hidden state)
-      hidden = layer->forward(hidden, context, past ? past->self_attn[i] : LayerKV{},
-                              present ? &present->self_attn[i] : nullptr);
-    } else {
-      hidden = run_layer([layer, context](const at::Tensor& h) { return layer->forward(h, context, LayerKV{}, nullptr); },
-                         hidden);
-    }
-  }
+  hidden = run_decoder_layers(model_->layers, hidden, context, past, present);
   hidden = forward_child(*model_, "norm", hidden);
 
   ModelOutput output;
