@@ -302,13 +302,10 @@ class AdaLoraTuner : public Tuner {
 
 AdaLoraLayer::AdaLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  if (auto shape = linear_shape(*base)) {
-    in_features_ = shape->in_features;
-    out_features_ = shape->out_features;
-    fan_in_fan_out_ = shape->fan_in_fan_out;
-  } else {
-    fail(ErrorKind::Unsupported, "ADALORA wraps Linear and Conv1D modules only");
-  }
+  const LinearShape shape = wrapped_linear_shape(*base, "ADALORA");
+  in_features_ = shape.in_features;
+  out_features_ = shape.out_features;
+  fan_in_fan_out_ = shape.fan_in_fan_out;
   // PEFT's parameter order: lora_A, lora_B, lora_E.
   lora_A_ = register_module("lora_A", std::make_shared<AdapterDict>());
   lora_B_ = register_module("lora_B", std::make_shared<AdapterDict>());

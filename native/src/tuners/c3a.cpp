@@ -128,9 +128,7 @@ class C3ATuner : public Tuner {
 
 C3ALayer::C3ALayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  auto shape = linear_shape(*base, /*conv1d=*/false);
-  if (!shape) fail(ErrorKind::Unsupported, "C3A wraps Linear modules only");
-  shape_ = *shape;
+  shape_ = wrapped_linear_shape(*base, "C3A", /*conv1d=*/false);
   c3a_kernel_ = register_module("c3a_kernel", std::make_shared<AdapterDict>());
 }
 

@@ -77,9 +77,7 @@ class FourierFTTuner : public Tuner {
 
 FourierFTLayer::FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  auto shape = linear_shape(*base);
-  if (!shape) fail(ErrorKind::Unsupported, "FourierFT wraps Linear and Conv1D modules only");
-  shape_ = *shape;
+  shape_ = wrapped_linear_shape(*base, "FourierFT");
   fourierft_spectrum_ = register_module("fourierft_spectrum", std::make_shared<AdapterDict>());
 }
 

@@ -29,6 +29,13 @@ std::optional<LinearShape> linear_shape(const torch::nn::Module& module, bool co
   return std::nullopt;
 }
 
+LinearShape wrapped_linear_shape(const torch::nn::Module& module, const std::string& method, bool conv1d) {
+  auto shape = linear_shape(module, conv1d);
+  if (!shape)
+    fail(ErrorKind::Unsupported, method + (conv1d ? " wraps Linear and Conv1D modules only" : " wraps Linear modules only"));
+  return *shape;
+}
+
 at::Tensor linear_weight(const torch::nn::Module& module) {
   auto params = unwrapped(module).named_parameters(false);
   const auto* w = params.find("weight");

@@ -137,9 +137,7 @@ class RandLoraTuner : public Tuner {
 
 RandLoraLayer::RandLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  auto shape = linear_shape(*base);
-  if (!shape) fail(ErrorKind::Unsupported, "RandLoRA wraps Linear and Conv1D modules only");
-  shape_ = *shape;
+  shape_ = wrapped_linear_shape(*base, "RandLoRA");
   // Registration order as PEFT's RandLoraLayer.
   randlora_lambda_ = register_module("randlora_lambda", std::make_shared<AdapterDict>());
   randlora_gamma_ = register_module("randlora_gamma", std::make_shared<AdapterDict>());

@@ -69,9 +69,7 @@ class ShiraTuner : public Tuner {
 
 ShiraLayer::ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  auto shape = linear_shape(*base, /*conv1d=*/false);
-  if (!shape) fail(ErrorKind::Unsupported, "SHiRA wraps Linear modules only");
-  shape_ = *shape;
+  shape_ = wrapped_linear_shape(*base, "SHiRA", /*conv1d=*/false);
   shira_weight_ = register_module("shira_weight", std::make_shared<AdapterDict>());
   shira_indices_ = register_module("shira_indices", std::make_shared<AdapterDict>());
 }

@@ -168,13 +168,10 @@ class VBLoraTuner : public Tuner {
 
 VBLoraLayer::VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  if (auto shape = linear_shape(*base)) {
-    in_features_ = shape->in_features;
-    out_features_ = shape->out_features;
-    fan_in_fan_out_ = shape->fan_in_fan_out;
-  } else {
-    fail(ErrorKind::Unsupported, "VBLORA wraps Linear and Conv1D modules only");
-  }
+  const LinearShape shape = wrapped_linear_shape(*base, "VBLORA");
+  in_features_ = shape.in_features;
+  out_features_ = shape.out_features;
+  fan_in_fan_out_ = shape.fan_in_fan_out;
   vblora_logits_A_ = register_module("vblora_logits_A", std::make_shared<AdapterDict>());
   vblora_logits_B_ = register_module("vblora_logits_B", std::make_shared<AdapterDict>());
   vblora_vector_bank_ = register_module(kBank, std::make_shared<AdapterDict>());

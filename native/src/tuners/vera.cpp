@@ -106,9 +106,7 @@ class VeraTuner : public Tuner {
 
 VeraLayer::VeraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
     : AdapterLayer(base, std::move(state)) {
-  auto shape = linear_shape(*base);
-  if (!shape) fail(ErrorKind::Unsupported, "VeRA wraps Linear and Conv1D modules only");
-  shape_ = *shape;
+  shape_ = wrapped_linear_shape(*base, "VeRA");
   vera_lambda_b_ = register_module("vera_lambda_b", std::make_shared<AdapterDict>());
   vera_lambda_d_ = register_module("vera_lambda_d", std::make_shared<AdapterDict>());
 }

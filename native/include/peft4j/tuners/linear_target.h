@@ -25,6 +25,9 @@ struct LinearShape {
 // The shape of an nn.Linear, or of a Conv1D when `conv1d` is allowed; an AdapterLayer is looked through to the
 // module it wraps. nullopt for any other module.
 std::optional<LinearShape> linear_shape(const torch::nn::Module& module, bool conv1d = true);
+// The shape of the module a `method` layer wraps; Error(Unsupported) "<method> wraps Linear (and Conv1D) modules
+// only" for any other module.
+LinearShape wrapped_linear_shape(const torch::nn::Module& module, const std::string& method, bool conv1d = true);
 
 // The "weight" of a Linear or Conv1D as stored, and its "bias" (undefined when it has none).
 at::Tensor linear_weight(const torch::nn::Module& module);

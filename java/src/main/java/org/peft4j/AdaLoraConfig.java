@@ -17,7 +17,7 @@ public final class AdaLoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link AdaLoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, AdaLoraConfig> {
+    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, AdaLoraConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -96,26 +96,6 @@ public final class AdaLoraConfig extends TunerConfig {
         /** {@code init_lora_weights}: true (the default): Λ = 0 and P, Q ~ N(0, 0.02); false: all N(0, 1). */
         public Builder initLoraWeights(boolean initLoraWeights) {
             return set("init_lora_weights", initLoraWeights);
-        }
-
-        /** {@code exclude_modules}: names never adapted. */
-        public Builder excludeModules(String... excludeModules) {
-            return setNames("exclude_modules", excludeModules);
-        }
-
-        /** {@code layers_to_transform}: only these layer indices. */
-        public Builder layersToTransform(int... layersToTransform) {
-            return setInts("layers_to_transform", layersToTransform);
-        }
-
-        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
-        public Builder layersPattern(String layersPattern) {
-            return set("layers_pattern", layersPattern);
-        }
-
-        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
-        public Builder modulesToSave(String... modulesToSave) {
-            return setNames("modules_to_save", modulesToSave);
         }
     }
 }

@@ -17,7 +17,7 @@ public final class FourierFtConfig extends TunerConfig {
     }
 
     /** Builds a {@link FourierFtConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, FourierFtConfig> {
+    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, FourierFtConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -61,26 +61,6 @@ public final class FourierFtConfig extends TunerConfig {
         /** {@code init_weights}: false (the default): coefficients ~ N(0, 1); true: zero (identity). */
         public Builder initWeights(boolean initWeights) {
             return set("init_weights", initWeights);
-        }
-
-        /** {@code exclude_modules}: names never adapted. */
-        public Builder excludeModules(String... excludeModules) {
-            return setNames("exclude_modules", excludeModules);
-        }
-
-        /** {@code layers_to_transform}: only these layer indices. */
-        public Builder layersToTransform(int... layersToTransform) {
-            return setInts("layers_to_transform", layersToTransform);
-        }
-
-        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
-        public Builder layersPattern(String layersPattern) {
-            return set("layers_pattern", layersPattern);
-        }
-
-        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
-        public Builder modulesToSave(String... modulesToSave) {
-            return setNames("modules_to_save", modulesToSave);
         }
     }
 }

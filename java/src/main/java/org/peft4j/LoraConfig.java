@@ -20,7 +20,7 @@ public final class LoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, LoraConfig> {
+    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, LoraConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -39,11 +39,6 @@ public final class LoraConfig extends TunerConfig {
         /** {@code lora_alpha}: the scaling numerator, scaling = lora_alpha / r (default 8). */
         public Builder loraAlpha(double alpha) {
             return set("lora_alpha", alpha);
-        }
-
-        /** {@code exclude_modules}: names never adapted. */
-        public Builder excludeModules(String... names) {
-            return setNames("exclude_modules", names);
         }
 
         /** {@code lora_dropout} on the LoRA input during training (default 0). */
@@ -66,11 +61,6 @@ public final class LoraConfig extends TunerConfig {
             return set("bias", bias);
         }
 
-        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
-        public Builder modulesToSave(String... names) {
-            return setNames("modules_to_save", names);
-        }
-
         /** {@code rank_pattern}: per-module ranks, keys matched as PEFT's get_pattern_key does. */
         public Builder rankPattern(Map<String, Integer> pattern) {
             return setPattern("rank_pattern", pattern);
@@ -79,16 +69,6 @@ public final class LoraConfig extends TunerConfig {
         /** {@code alpha_pattern}: per-module lora_alpha. */
         public Builder alphaPattern(Map<String, Double> pattern) {
             return setPattern("alpha_pattern", pattern);
-        }
-
-        /** {@code layers_to_transform}: only these layer indices. */
-        public Builder layersToTransform(int... layers) {
-            return setInts("layers_to_transform", layers);
-        }
-
-        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
-        public Builder layersPattern(String pattern) {
-            return set("layers_pattern", pattern);
         }
 
         /** {@code init_lora_weights}: true (B = 0, the default), false (random A and B) or "gaussian". */

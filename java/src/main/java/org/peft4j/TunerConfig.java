@@ -144,4 +144,34 @@ public abstract class TunerConfig implements AdapterConfig {
             }
         }
     }
+
+    /**
+     * The builder of methods that also take PEFT's layer selection: excluded modules, layer indices and the modules
+     * trained in full beside the adapter.
+     *
+     * @param <B> the method's builder
+     * @param <C> the method's config
+     */
+    public abstract static class LayerSelectingBuilder<B extends LayerSelectingBuilder<B, C>, C extends TunerConfig>
+            extends TargetedBuilder<B, C> {
+        /** {@code exclude_modules}: names never adapted. */
+        public final B excludeModules(String... names) {
+            return setNames("exclude_modules", names);
+        }
+
+        /** {@code layers_to_transform}: only these layer indices. */
+        public final B layersToTransform(int... layers) {
+            return setInts("layers_to_transform", layers);
+        }
+
+        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
+        public final B layersPattern(String pattern) {
+            return set("layers_pattern", pattern);
+        }
+
+        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
+        public final B modulesToSave(String... names) {
+            return setNames("modules_to_save", names);
+        }
+    }
 }
