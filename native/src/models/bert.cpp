@@ -8,22 +8,11 @@
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
 #include "peft4j/models/checkpointing.h"
+#include "peft4j/models/config_fields.h"
 
 namespace peft4j::models {
 
 namespace {
-
-// A config.json value: `fallback` when absent or null, Error(Format) naming the field when of the wrong type.
-template <typename T>
-T config_value(const nlohmann::json& config, const char* key, T fallback) {
-  auto it = config.find(key);
-  if (it == config.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail(ErrorKind::Format, std::string("bert config field '") + key + "' has the wrong type: " + it->dump());
-  }
-}
 
 void require_positive(int64_t value, const char* key) {
   if (value <= 0) fail(ErrorKind::Format, std::string("bert config field '") + key + "' must be positive, got " +
@@ -111,27 +100,27 @@ Activation activation_by_name(const std::string& name, const std::string& contex
 BertConfig BertConfig::from_json(const nlohmann::json& json) {
   if (!json.is_object()) fail(ErrorKind::Format, "bert config is not a JSON object");
   BertConfig c;
-  c.vocab_size = config_value<int64_t>(json, "vocab_size", c.vocab_size);
-  c.hidden_size = config_value<int64_t>(json, "hidden_size", c.hidden_size);
-  c.num_hidden_layers = config_value<int64_t>(json, "num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = config_value<int64_t>(json, "num_attention_heads", c.num_attention_heads);
-  c.intermediate_size = config_value<int64_t>(json, "intermediate_size", c.intermediate_size);
-  c.hidden_act = config_value<std::string>(json, "hidden_act", c.hidden_act);
-  c.hidden_dropout_prob = config_value<double>(json, "hidden_dropout_prob", c.hidden_dropout_prob);
+  c.vocab_size = config_value<int64_t>(json, "bert", "vocab_size", c.vocab_size);
+  c.hidden_size = config_value<int64_t>(json, "bert", "hidden_size", c.hidden_size);
+  c.num_hidden_layers = config_value<int64_t>(json, "bert", "num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = config_value<int64_t>(json, "bert", "num_attention_heads", c.num_attention_heads);
+  c.intermediate_size = config_value<int64_t>(json, "bert", "intermediate_size", c.intermediate_size);
+  c.hidden_act = config_value<std::string>(json, "bert", "hidden_act", c.hidden_act);
+  c.hidden_dropout_prob = config_value<double>(json, "bert", "hidden_dropout_prob", c.hidden_dropout_prob);
   c.attention_probs_dropout_prob =
-      config_value<double>(json, "attention_probs_dropout_prob", c.attention_probs_dropout_prob);
-  c.classifier_dropout = config_value<double>(json, "classifier_dropout", c.hidden_dropout_prob);
-  c.max_position_embeddings = config_value<int64_t>(json, "max_position_embeddings", c.max_position_embeddings);
-  c.type_vocab_size = config_value<int64_t>(json, "type_vocab_size", c.type_vocab_size);
-  c.layer_norm_eps = config_value<double>(json, "layer_norm_eps", c.layer_norm_eps);
-  c.initializer_range = config_value<double>(json, "initializer_range", c.initializer_range);
-  c.problem_type = config_value<std::string>(json, "problem_type", "");
+      config_value<double>(json, "bert", "attention_probs_dropout_prob", c.attention_probs_dropout_prob);
+  c.classifier_dropout = config_value<double>(json, "bert", "classifier_dropout", c.hidden_dropout_prob);
+  c.max_position_embeddings = config_value<int64_t>(json, "bert", "max_position_embeddings", c.max_position_embeddings);
+  c.type_vocab_size = config_value<int64_t>(json, "bert", "type_vocab_size", c.type_vocab_size);
+  c.layer_norm_eps = config_value<double>(json, "bert", "layer_norm_eps", c.layer_norm_eps);
+  c.initializer_range = config_value<double>(json, "bert", "initializer_range", c.initializer_range);
+  c.problem_type = config_value<std::string>(json, "bert", "problem_type", "");
   auto id2label = json.find("id2label");
   if (id2label != json.end() && !id2label->is_null()) {
     if (!id2label->is_object()) fail(ErrorKind::Format, "bert config field 'id2label' is not an object");
     c.num_labels = static_cast<int64_t>(id2label->size());
   } else {
-    c.num_labels = config_value<int64_t>(json, "num_labels", 2);
+    c.num_labels = config_value<int64_t>(json, "bert", "num_labels", 2);
   }
   for (auto [value, key] : {std::pair{c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"},
                             {c.num_hidden_layers, "num_hidden_layers"}, {c.num_attention_heads, "num_attention_heads"},

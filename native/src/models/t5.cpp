@@ -11,22 +11,11 @@
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
 #include "peft4j/models/bert.h"
+#include "peft4j/models/config_fields.h"
 
 namespace peft4j::models {
 
 namespace {
-
-// A config.json value: `fallback` when absent or null, Error(Format) naming the field when of the wrong type.
-template <typename T>
-T config_value(const nlohmann::json& config, const char* key, T fallback) {
-  auto it = config.find(key);
-  if (it == config.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail(ErrorKind::Format, std::string("t5 config field '") + key + "' has the wrong type: " + it->dump());
-  }
-}
 
 // The most negative finite value of `type`: transformers' masked-out score (torch.finfo(dtype).min).
 at::Scalar lowest_value(at::ScalarType type) {
@@ -109,24 +98,24 @@ at::Tensor keep_mask(const at::Tensor& mask, int64_t batch, int64_t past, int64_
 T5Config T5Config::from_json(const nlohmann::json& json) {
   if (!json.is_object()) fail(ErrorKind::Format, "t5 config is not a JSON object");
   T5Config c;
-  c.vocab_size = config_value<int64_t>(json, "vocab_size", c.vocab_size);
-  c.d_model = config_value<int64_t>(json, "d_model", c.d_model);
-  c.d_kv = config_value<int64_t>(json, "d_kv", c.d_kv);
-  c.d_ff = config_value<int64_t>(json, "d_ff", c.d_ff);
-  c.num_layers = config_value<int64_t>(json, "num_layers", c.num_layers);
-  c.num_decoder_layers = config_value<int64_t>(json, "num_decoder_layers", c.num_layers);
-  c.num_heads = config_value<int64_t>(json, "num_heads", c.num_heads);
+  c.vocab_size = config_value<int64_t>(json, "t5", "vocab_size", c.vocab_size);
+  c.d_model = config_value<int64_t>(json, "t5", "d_model", c.d_model);
+  c.d_kv = config_value<int64_t>(json, "t5", "d_kv", c.d_kv);
+  c.d_ff = config_value<int64_t>(json, "t5", "d_ff", c.d_ff);
+  c.num_layers = config_value<int64_t>(json, "t5", "num_layers", c.num_layers);
+  c.num_decoder_layers = config_value<int64_t>(json, "t5", "num_decoder_layers", c.num_layers);
+  c.num_heads = config_value<int64_t>(json, "t5", "num_heads", c.num_heads);
   c.relative_attention_num_buckets =
-      config_value<int64_t>(json, "relative_attention_num_buckets", c.relative_attention_num_buckets);
+      config_value<int64_t>(json, "t5", "relative_attention_num_buckets", c.relative_attention_num_buckets);
   c.relative_attention_max_distance =
-      config_value<int64_t>(json, "relative_attention_max_distance", c.relative_attention_max_distance);
-  c.dropout_rate = config_value<double>(json, "dropout_rate", c.dropout_rate);
-  c.layer_norm_epsilon = config_value<double>(json, "layer_norm_epsilon", c.layer_norm_epsilon);
-  c.pad_token_id = config_value<int64_t>(json, "pad_token_id", c.pad_token_id);
+      config_value<int64_t>(json, "t5", "relative_attention_max_distance", c.relative_attention_max_distance);
+  c.dropout_rate = config_value<double>(json, "t5", "dropout_rate", c.dropout_rate);
+  c.layer_norm_epsilon = config_value<double>(json, "t5", "layer_norm_epsilon", c.layer_norm_epsilon);
+  c.pad_token_id = config_value<int64_t>(json, "t5", "pad_token_id", c.pad_token_id);
   if (json.contains("decoder_start_token_id") && !json["decoder_start_token_id"].is_null())
-    c.decoder_start_token_id = config_value<int64_t>(json, "decoder_start_token_id", 0);
+    c.decoder_start_token_id = config_value<int64_t>(json, "t5", "decoder_start_token_id", 0);
 
-  std::string proj = config_value<std::string>(json, "feed_forward_proj", "relu");
+  std::string proj = config_value<std::string>(json, "t5", "feed_forward_proj", "relu");
   auto dash = proj.find('-');
   bool valid = dash == std::string::npos ||
                (proj.substr(0, dash) == "gated" && proj.find('-', dash + 1) == std::string::npos);
@@ -137,11 +126,11 @@ T5Config T5Config::from_json(const nlohmann::json& json) {
   c.dense_act_fn = c.is_gated_act ? proj.substr(dash + 1) : proj;
   if (proj == "gated-gelu") c.dense_act_fn = "gelu_new";  // HF's backwards compatibility
   // Saved configs carry the derived fields too; transformers lets them win.
-  c.dense_act_fn = config_value<std::string>(json, "dense_act_fn", c.dense_act_fn);
-  c.is_gated_act = config_value<bool>(json, "is_gated_act", c.is_gated_act);
+  c.dense_act_fn = config_value<std::string>(json, "t5", "dense_act_fn", c.dense_act_fn);
+  c.is_gated_act = config_value<bool>(json, "t5", "is_gated_act", c.is_gated_act);
 
-  bool tie = config_value<bool>(json, "tie_word_embeddings", true);
-  c.scale_decoder_outputs = config_value<bool>(json, "scale_decoder_outputs", tie);
+  bool tie = config_value<bool>(json, "t5", "tie_word_embeddings", true);
+  c.scale_decoder_outputs = config_value<bool>(json, "t5", "scale_decoder_outputs", tie);
   c.tie_lm_head = tie && c.scale_decoder_outputs;
 
   for (auto [value, key] : {std::pair{c.vocab_size, "vocab_size"}, {c.d_model, "d_model"}, {c.d_kv, "d_kv"},
