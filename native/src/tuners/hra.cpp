@@ -7,6 +7,7 @@
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/orthogonal.h"
+#include "peft4j/tuners/target_check.h"
 
 namespace peft4j::tuners {
 
@@ -49,7 +50,7 @@ class HraTuner : public Tuner {
   }
 
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    orthogonal::require_wrappable_targets(*this, config, model, "Linear modules");
+    require_wrappable_targets(*this, config, model, "Linear modules");
   }
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,

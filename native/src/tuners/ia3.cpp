@@ -8,6 +8,7 @@
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/target_check.h"
 
 namespace peft4j::tuners {
 
@@ -19,8 +20,6 @@ const nlohmann::json kDefaults = {
     {"inference_mode", false}, {"auto_mapping", nullptr}, {"target_modules", nullptr},
     {"exclude_modules", nullptr}, {"feedforward_modules", nullptr}, {"fan_in_fan_out", false},
     {"modules_to_save", nullptr}, {"init_ia3_weights", true}};
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -76,17 +75,7 @@ class Ia3Tuner : public Tuner {
 
   // PEFT raises for a targeted module it cannot wrap rather than skipping it.
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    std::vector<std::string> layers;
-    for (const auto& item : model.named_modules("", false))
-      if (dynamic_cast<AdapterLayer*>(item.value().get())) layers.push_back(item.key() + ".");
-    for (const auto& key : find_target_modules(model, config, [](const torch::nn::Module&) { return true; })) {
-      bool inside = false;
-      for (const auto& prefix : layers) inside = inside || starts_with(key, prefix);
-      auto module = module_at(model, key);
-      if (!inside && !can_wrap(*module) && !dynamic_cast<AdapterLayer*>(module.get()))
-        fail(ErrorKind::Unsupported, "IA3 cannot wrap target module '" + key + "' (" + module->name() +
-                                         "): it wraps Linear and GPT-2's Conv1D layers only");
-    }
+    require_wrappable_targets(*this, config, model, "Linear and GPT-2's Conv1D layers");
   }
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,

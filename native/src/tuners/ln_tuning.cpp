@@ -5,6 +5,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/target_check.h"
 
 namespace peft4j::tuners {
 
@@ -16,8 +17,6 @@ const nlohmann::json kDefaults = {{"peft_type", "LN_TUNING"}, {"task_type", null
                                   {"inference_mode", false}, {"auto_mapping", nullptr},
                                   {"target_modules", nullptr}, {"exclude_modules", nullptr},
                                   {"modules_to_save", nullptr}};
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // A module the models call with one tensor (forward_module), so a wrapper in its place takes effect.
 bool callable(const torch::nn::Module& m) {
@@ -47,17 +46,7 @@ class LnTuningTuner : public Tuner {
   // PEFT copies whatever module is targeted; peft4j needs it to be one the model calls through its name (a norm,
   // a projection), so anything else is refused by name rather than skipped.
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    std::vector<std::string> layers;
-    for (const auto& item : model.named_modules("", false))
-      if (dynamic_cast<AdapterLayer*>(item.value().get())) layers.push_back(item.key() + ".");
-    for (const auto& key : find_target_modules(model, config, [](const torch::nn::Module&) { return true; })) {
-      bool inside = false;
-      for (const auto& prefix : layers) inside = inside || starts_with(key, prefix);
-      auto module = module_at(model, key);
-      if (!inside && !can_wrap(*module) && !dynamic_cast<AdapterLayer*>(module.get()))
-        fail(ErrorKind::Unsupported, "LN_TUNING cannot wrap target module '" + key + "' (" + module->name() +
-                                         "): peft4j tunes norm layers and other single-tensor modules only");
-    }
+    require_wrappable_targets(*this, config, model, "norm layers and other single-tensor modules");
   }
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,

@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "peft4j/error.h"
-#include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
 
 namespace peft4j::tuners {
@@ -69,8 +68,6 @@ namespace lycoris {
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-
 }  // namespace
 
 void kaiming_uniform(at::Tensor& t) { torch::nn::init::kaiming_uniform_(t, std::sqrt(5.0)); }
@@ -119,22 +116,6 @@ std::pair<int64_t, double> rank_and_alpha(const nlohmann::json& config, const st
   if (auto k = pattern_key(config["rank_pattern"], key)) r = config["rank_pattern"][*k].get<int64_t>();
   if (auto k = pattern_key(config["alpha_pattern"], key)) alpha = config["alpha_pattern"][*k].get<double>();
   return {r, alpha};
-}
-
-void require_linear_targets(const nlohmann::json& config, models::Model& model, const std::string& peft_type) {
-  std::vector<std::string> layers;
-  for (const auto& item : model.named_modules("", false))
-    if (dynamic_cast<AdapterLayer*>(item.value().get())) layers.push_back(item.key() + ".");
-  for (const auto& key : find_target_modules(model, config, [](const torch::nn::Module&) { return true; })) {
-    bool inside = false;
-    for (const auto& prefix : layers) inside = inside || starts_with(key, prefix);
-    if (inside) continue;
-    auto module = module_at(model, key);
-    if (dynamic_cast<torch::nn::LinearImpl*>(module.get()) || dynamic_cast<AdapterLayer*>(module.get())) continue;
-    std::string what = dynamic_cast<models::Conv1DImpl*>(module.get()) ? "GPT-2's Conv1D" : module->name();
-    fail(ErrorKind::Unsupported, peft_type + " cannot wrap target module '" + key + "' (" + what +
-                                     "): it wraps torch Linear layers only");
-  }
 }
 
 }  // namespace lycoris

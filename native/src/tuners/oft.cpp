@@ -8,6 +8,7 @@
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/orthogonal.h"
+#include "peft4j/tuners/target_check.h"
 
 namespace peft4j::tuners {
 
@@ -79,7 +80,7 @@ class OftTuner : public Tuner {
   }
 
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    orthogonal::require_wrappable_targets(*this, config, model, "Linear and Embedding modules");
+    require_wrappable_targets(*this, config, model, "Linear and Embedding modules");
   }
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,

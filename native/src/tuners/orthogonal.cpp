@@ -14,23 +14,6 @@ at::Tensor cayley(const at::Tensor& skew) {
   return at::linalg_solve(eye + s, eye - s, /*left=*/false);
 }
 
-void require_wrappable_targets(const Tuner& tuner, const nlohmann::json& config, models::Model& model,
-                               const std::string& supported) {
-  std::vector<std::string> layer_paths;
-  for (const auto& item : model.named_modules("", false))
-    if (dynamic_cast<AdapterLayer*>(item.value().get())) layer_paths.push_back(item.key() + ".");
-  for (const auto& key : find_target_modules(model, config, [](const torch::nn::Module&) { return true; })) {
-    bool inside_layer = false;
-    for (const auto& path : layer_paths)
-      if (key.compare(0, path.size(), path) == 0) inside_layer = true;
-    if (inside_layer) continue;
-    auto module = module_at(model, key);
-    if (!tuner.can_wrap(*module))
-      fail(ErrorKind::Unsupported, tuner.peft_type() + " cannot adapt target module '" + key + "' (" + module->name() +
-                                       "); it supports " + supported);
-  }
-}
-
 void check_bias(const nlohmann::json& config, const std::string& peft_type, const std::string& only) {
   std::string bias = config_string(config, "bias", "none");
   if (bias != "none" && bias != "all" && bias != only)

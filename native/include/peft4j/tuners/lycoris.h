@@ -11,6 +11,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "peft4j/tuners/target_check.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
@@ -70,10 +71,6 @@ nlohmann::json normalize(const nlohmann::json& config, const nlohmann::json& def
 // r and alpha for the module at `key`, rank_pattern / alpha_pattern applied.
 std::pair<int64_t, double> rank_and_alpha(const nlohmann::json& config, const std::string& key);
 
-// Error(Unsupported) naming the module when the config targets a module that is not a torch Linear (PEFT raises
-// a TypeError there rather than skipping it). Modules inside existing adapter layers are never targets.
-void require_linear_targets(const nlohmann::json& config, models::Model& model, const std::string& peft_type);
-
 // The Tuner behaviour LoHa and LoKr share: they wrap nn.Linear layers (or extend their own layer), size each adapter
 // from r/alpha and their patterns, and start as the identity with init_weights true. `Layer` is the method's layer.
 template <typename Layer>
@@ -84,7 +81,7 @@ class Tuner : public tuners::Tuner {
   }
 
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_linear_targets(config, model, peft_type());
+    require_wrappable_targets(*this, config, model, "torch Linear layers");
   }
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,

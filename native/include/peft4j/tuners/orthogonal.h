@@ -18,11 +18,6 @@ namespace peft4j::tuners::orthogonal {
 // skew-symmetric S.
 at::Tensor cayley(const at::Tensor& skew);
 
-// Error(Unsupported) naming the module and `supported` when the config's targets match a module that `tuner`
-// cannot wrap. Modules inside existing adapter layers are never targets.
-void require_wrappable_targets(const Tuner& tuner, const nlohmann::json& config, models::Model& model,
-                               const std::string& supported);
-
 // Error(InvalidArgument) naming the field unless the config's "bias" is one of PEFT's modes for the method:
 // "none", "all" or `only` (e.g. "oft_only": the biases of the wrapped modules are trained).
 void check_bias(const nlohmann::json& config, const std::string& peft_type, const std::string& only);
