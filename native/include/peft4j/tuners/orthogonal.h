@@ -1,6 +1,6 @@
 // Helpers shared by the multiplicative (orthogonal) methods OFT, BOFT, HRA and RoAd: they transform the wrapped
-// weight by a matrix instead of adding a low-rank delta, so they share the Cayley transform and the rule that a
-// targeted module of a type they cannot transform is an error (PEFT raises there rather than skipping it).
+// weight by a matrix instead of adding a low-rank delta, so they share the Cayley transform, the bias
+// check and reading the wrapped weight.
 #pragma once
 
 #include <ATen/ATen.h>
