@@ -162,10 +162,11 @@ class BertEmbeddingsImpl : public torch::nn::Module {
 };
 
 // attention.self.{query,key,value}: the projections, and attention over [prefix; sequence].
-class BertSelfAttentionImpl : public torch::nn::Module {
+class BertSelfAttentionImpl : public torch::nn::Module, public AttentionHooks {
  public:
   explicit BertSelfAttentionImpl(const BertConfig& c)
-      : heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads),
+      : AttentionHooks(c.num_attention_heads, c.hidden_size / c.num_attention_heads, true, true),
+        heads_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads),
         dropout_(c.attention_probs_dropout_prob) {
     for (const char* name : {"query", "key", "value"})
       register_module(name, torch::nn::Linear(c.hidden_size, c.hidden_size));
@@ -177,12 +178,13 @@ class BertSelfAttentionImpl : public torch::nn::Module {
     at::Tensor q = heads(forward_child(*this, "query", x)), k = heads(forward_child(*this, "key", x)),
                v = heads(forward_child(*this, "value", x));
     if (prefix && prefix->defined()) {
-      k = at::cat({prefix->key.to(k.scalar_type()), k}, 2);
-      v = at::cat({prefix->value.to(v.scalar_type()), v}, 2);
+      const LayerKV kv = adapt_past(*prefix, x);
+      k = at::cat({kv.key.to(k.scalar_type()), k}, 2);
+      v = at::cat({kv.value.to(v.scalar_type()), v}, 2);
     }
     at::Tensor out = attention(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)),
                                is_training() ? dropout_ : 0.0);
-    return out.transpose(1, 2).reshape({batch, length, heads_ * head_dim_});
+    return add_heads_terms(out.transpose(1, 2).reshape({batch, length, heads_ * head_dim_}), x);
   }
 
  private:

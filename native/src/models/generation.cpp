@@ -120,10 +120,12 @@ at::Tensor generate(Model& model, const at::Tensor& input_ids, const at::Tensor&
   }
 
   at::Tensor unfinished = at::ones({batch}, long_options.dtype(at::kBool));
+  // A model that cannot extend its computation token by token (see Model::supports_kv_cache) recomputes.
+  const bool use_cache = config.use_cache && model.supports_kv_cache();
   std::optional<PastKeyValues> cache;
   for (int64_t step = 0; step < config.max_new_tokens; ++step) {
     ModelInputs inputs;
-    inputs.use_cache = config.use_cache;
+    inputs.use_cache = use_cache;
     const bool incremental = cache.has_value();
     at::Tensor step_tokens = incremental ? sequence.slice(1, -1) : sequence;
     if (seq2seq) {
@@ -145,7 +147,7 @@ at::Tensor generate(Model& model, const at::Tensor& input_ids, const at::Tensor&
         fail(ErrorKind::Internal, model.model_type() + " returned no encoder_hidden_states to generate with");
       encoder_hidden = output.encoder_hidden_states;
     }
-    if (config.use_cache) {
+    if (use_cache) {
       if (!output.past_key_values)
         fail(ErrorKind::Internal, model.model_type() + " returned no past_key_values although use_cache was set");
       cache = std::move(output.past_key_values);

@@ -112,7 +112,8 @@ GPT2Config GPT2Config::from_json(const json& config) {
 }
 
 GPT2AttentionImpl::GPT2AttentionImpl(const GPT2Config& config, int64_t layer_index)
-    : n_embd_(config.n_embd),
+    : AttentionHooks(config.n_head, config.n_embd / config.n_head, true, true),
+      n_embd_(config.n_embd),
       n_head_(config.n_head),
       attn_pdrop_(config.attn_pdrop),
       resid_pdrop_(config.resid_pdrop),
@@ -130,8 +131,9 @@ at::Tensor GPT2AttentionImpl::forward(const at::Tensor& hidden, const GPT2Attent
   auto heads = [&](const at::Tensor& x) { return x.view({batch, length, n_head_, head_dim}).transpose(1, 2); };
   at::Tensor query = heads(qkv[0]), key = heads(qkv[1]), value = heads(qkv[2]);
   if (past.defined()) {
-    key = at::cat({past.key.to(key.scalar_type()), key}, 2);
-    value = at::cat({past.value.to(value.scalar_type()), value}, 2);
+    const LayerKV kv = adapt_past(past, hidden);
+    key = at::cat({kv.key.to(key.scalar_type()), key}, 2);
+    value = at::cat({kv.value.to(value.scalar_type()), value}, 2);
   }
   if (present) *present = LayerKV{key, value};
   const double p = is_training() ? attn_pdrop_ : 0.0;
@@ -139,7 +141,7 @@ at::Tensor GPT2AttentionImpl::forward(const at::Tensor& hidden, const GPT2Attent
                                                       context.mask, scale_, p)
                                  .to(query.scalar_type())
                            : compat::masked_attention(query, key, value, context.mask, scale_, p);
-  out = out.transpose(1, 2).reshape({batch, length, n_embd_});
+  out = add_heads_terms(out.transpose(1, 2).reshape({batch, length, n_embd_}), hidden);
   return maybe_dropout(forward_child(*this, "c_proj", out), resid_pdrop_, is_training());
 }
 

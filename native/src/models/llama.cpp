@@ -256,7 +256,8 @@ at::Tensor LlamaRMSNormImpl::forward(const at::Tensor& input) {
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t layer_index)
-    : num_heads_(config.num_attention_heads),
+    : AttentionHooks(config.num_attention_heads, config.head_dim, true, true),
+      num_heads_(config.num_attention_heads),
       num_kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim),
       dropout_(config.attention_dropout),
@@ -287,8 +288,9 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& hidden, const LlamaAtte
   at::Tensor query, key, value;
   project(hidden, context, &query, &key, &value);
   if (past.defined()) {
-    key = at::cat({past.key.to(key.scalar_type()), key}, 2);
-    value = at::cat({past.value.to(value.scalar_type()), value}, 2);
+    const LayerKV kv = adapt_past(past, hidden);
+    key = at::cat({kv.key.to(key.scalar_type()), key}, 2);
+    value = at::cat({kv.value.to(value.scalar_type()), value}, 2);
   }
   if (present) *present = LayerKV{key, value};
   const int64_t groups = num_heads_ / num_kv_heads_;
@@ -296,7 +298,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& hidden, const LlamaAtte
   at::Tensor out = compat::masked_attention(query, repeat_kv(key, groups), repeat_kv(value, groups), mask,
                                             1.0 / std::sqrt(static_cast<double>(head_dim_)),
                                             is_training() ? dropout_ : 0.0);
-  out = out.transpose(1, 2).reshape({hidden.size(0), hidden.size(1), num_heads_ * head_dim_});
+  out = add_heads_terms(out.transpose(1, 2).reshape({hidden.size(0), hidden.size(1), num_heads_ * head_dim_}), hidden);
   at::Tensor result = forward_child(*this, "o_proj", out);
   if (output_term_) {
     at::Tensor term = output_term_(*this, query);

@@ -20,6 +20,46 @@ std::string shape_text(at::IntArrayRef shape) {
 }
 }  // namespace
 
+void AttentionHooks::set_past_hook(const std::string& adapter, PastHook hook) {
+  if (hook) {
+    past_hooks_[adapter] = std::move(hook);
+  } else {
+    past_hooks_.erase(adapter);
+  }
+}
+
+void AttentionHooks::set_heads_hook(const std::string& adapter, HeadsHook hook) {
+  if (hook) {
+    heads_hooks_[adapter] = std::move(hook);
+  } else {
+    heads_hooks_.erase(adapter);
+  }
+}
+
+LayerKV AttentionHooks::adapt_past(const LayerKV& past, const at::Tensor& input) const {
+  if (!past.defined()) return past;
+  LayerKV out = past;
+  for (const auto& [adapter, hook] : past_hooks_) out = hook(out, input);
+  return out;
+}
+
+at::Tensor AttentionHooks::add_heads_terms(const at::Tensor& heads, const at::Tensor& input) const {
+  at::Tensor out = heads;
+  for (const auto& [adapter, hook] : heads_hooks_) {
+    at::Tensor term = hook(input);
+    if (term.defined()) out = out + term.to(out.scalar_type());
+  }
+  return out;
+}
+
+std::vector<SelfAttentionLayer> self_attention_layers(Model& model) {
+  std::vector<SelfAttentionLayer> out;
+  for (const auto& item : model.named_modules("", false))
+    if (auto* hooks = dynamic_cast<AttentionHooks*>(item.value().get()); hooks && hooks->is_self_attention())
+      out.push_back({item.key(), item.value().get(), hooks});
+  return out;
+}
+
 bool register_model_type(const std::string& model_type, ModelFactory factory) {
   registry()[model_type] = std::move(factory);
   return true;

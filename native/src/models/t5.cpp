@@ -170,10 +170,12 @@ class T5LayerNormImpl : public torch::nn::Cloneable<T5LayerNormImpl>, public Ten
 
 // SelfAttention / EncDecAttention: q, k, v, o without bias, no 1/sqrt(d) scaling; layer 0's self-attention also
 // owns the relative_attention_bias embedding shared by the whole stack.
-class T5AttentionImpl : public torch::nn::Module {
+class T5AttentionImpl : public torch::nn::Module, public AttentionHooks {
  public:
-  T5AttentionImpl(const T5Config& c, bool has_relative_bias, bool bidirectional)
-      : heads_(c.num_heads), d_kv_(c.d_kv), buckets_(c.relative_attention_num_buckets),
+  // Prefix tuning feeds the decoder's self-attention only (bidirectional: the encoder's).
+  T5AttentionImpl(const T5Config& c, bool self_attention, bool has_relative_bias, bool bidirectional)
+      : AttentionHooks(c.num_heads, c.d_kv, self_attention, self_attention && !bidirectional),
+        heads_(c.num_heads), d_kv_(c.d_kv), buckets_(c.relative_attention_num_buckets),
         max_distance_(c.relative_attention_max_distance), bidirectional_(bidirectional), dropout_(c.dropout_rate) {
     const int64_t inner = c.num_heads * c.d_kv;
     for (const char* name : {"q", "k", "v"})
@@ -207,7 +209,8 @@ class T5AttentionImpl : public torch::nn::Module {
     } else {
       out = compat::scaled_dot_product_attention(query, key, value, bias, /*scale=*/1.0);
     }
-    return forward_child(*this, "o", out.transpose(1, 2).reshape({normed.size(0), normed.size(1), heads_ * d_kv_}));
+    return forward_child(
+        *this, "o", add_heads_terms(out.transpose(1, 2).reshape({normed.size(0), normed.size(1), heads_ * d_kv_}), normed));
   }
 
   // [1, heads, query_length, key_length]: queries at positions past .. past + query_length - 1, keys from 0.
@@ -230,7 +233,8 @@ class T5AttentionLayerImpl : public torch::nn::Module {
  public:
   T5AttentionLayerImpl(const T5Config& c, const std::string& name, bool has_relative_bias, bool bidirectional)
       : dropout(c.dropout_rate) {
-    attention = register_module(name, std::make_shared<T5AttentionImpl>(c, has_relative_bias, bidirectional));
+    attention = register_module(
+        name, std::make_shared<T5AttentionImpl>(c, name == "SelfAttention", has_relative_bias, bidirectional));
     register_module("layer_norm", std::make_shared<T5LayerNormImpl>(c.d_model, c.layer_norm_epsilon));
   }
 
@@ -317,9 +321,11 @@ class T5BlockImpl : public torch::nn::Module {
     Output out;
     at::Tensor normed = self_attention->norm(hidden);
     out.self_kv = self_attention->attention->project_kv(normed);
-    if (past && past->defined())
-      out.self_kv = {at::cat({past->key.to(out.self_kv.key.scalar_type()), out.self_kv.key}, 2),
-                     at::cat({past->value.to(out.self_kv.value.scalar_type()), out.self_kv.value}, 2)};
+    if (past && past->defined()) {
+      const LayerKV kv = self_attention->attention->adapt_past(*past, normed);
+      out.self_kv = {at::cat({kv.key.to(out.self_kv.key.scalar_type()), out.self_kv.key}, 2),
+                     at::cat({kv.value.to(out.self_kv.value.scalar_type()), out.self_kv.value}, 2)};
+    }
     at::Tensor attended = self_attention->attention->attend(normed, out.self_kv, self_bias);
     hidden = clamp_half(hidden + at::dropout(attended, self_attention->dropout, is_training()));
 

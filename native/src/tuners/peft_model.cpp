@@ -515,8 +515,24 @@ std::shared_ptr<models::Model> PeftModel::merge_and_unload() {
   return base_;
 }
 
+bool PeftModel::supports_kv_cache() const {
+  if (state_->disabled) return base_->supports_kv_cache();
+  for (const auto& name : state_->active) {
+    const Adapter& a = adapter(name);
+    if (!a.tuner->supports_kv_cache(a.config)) return false;
+  }
+  return base_->supports_kv_cache();
+}
+
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   state_->row_adapters = nullptr;
+  if (inputs.use_cache && !supports_kv_cache())
+    for (const auto& name : state_->active)
+      if (!adapter(name).tuner->supports_kv_cache(adapter(name).config))
+        fail(ErrorKind::InvalidArgument, "adapter '" + name + "' (" + adapter(name).tuner->peft_type() +
+                                             ") gates by the mean over the whole sequence, which a KV cache cannot "
+                                             "extend token by token: call forward with use_cache false (generate() "
+                                             "recomputes the sequence itself)");
   // Prompt learning rewrites the inputs (virtual tokens, prefixes) for the active adapter, as PEFT's forward does.
   models::ModelInputs adapted;
   const models::ModelInputs* use = &inputs;

@@ -25,7 +25,8 @@ struct GenerationConfig {
   std::optional<int64_t> pad_token_id;  // fills finished rows; default the first eos id
   std::optional<int64_t> decoder_start_token_id;  // seq2seq: first decoder token (default from the model config)
   uint64_t seed = 0;                    // sampling draws from a generator seeded with it, never the global one
-  bool use_cache = true;                // false recomputes the whole sequence each step (same tokens, slower)
+  bool use_cache = true;                // false recomputes the whole sequence each step (same tokens, slower);
+                                        // ignored for a model whose supports_kv_cache() is false
 
   // eos_token_id (a number or a list), pad_token_id and decoder_start_token_id of an HF config.json or
   // generation_config.json, other fields at their defaults.

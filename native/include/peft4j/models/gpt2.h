@@ -47,7 +47,7 @@ struct GPT2AttentionContext {
 };
 
 // Children "c_attn" (Conv1D, n_embd -> 3 n_embd: queries, keys, values) and "c_proj" (Conv1D).
-class GPT2AttentionImpl : public torch::nn::Module {
+class GPT2AttentionImpl : public torch::nn::Module, public AttentionHooks {
  public:
   GPT2AttentionImpl(const GPT2Config& config, int64_t layer_index);
   // `past` (possibly undefined) holds the keys/values before these T tokens; `present`, when given, receives

@@ -95,7 +95,7 @@ struct LlamaAttentionContext {
 };
 
 // Children "q_proj", "k_proj", "v_proj", "o_proj".
-class LlamaAttentionImpl : public torch::nn::Module {
+class LlamaAttentionImpl : public torch::nn::Module, public AttentionHooks {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, int64_t layer_index);
   // hidden [B, T, H]; `past` (possibly undefined) holds the rotated keys and values before these T tokens.

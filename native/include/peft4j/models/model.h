@@ -41,6 +41,43 @@ struct PastKeyValues {
   int64_t length() const { return self_attn.empty() || !self_attn[0].defined() ? 0 : self_attn[0].key.size(2); }
 };
 
+// What a tuner may hook into one attention layer, to act inside attention where no wrapped module reaches: UniPELT
+// gates its prefixes by the attention input, the multi-head parallel adapter adds a term to every head's output.
+// Each family's attention module derives from this and calls adapt_past() on the past keys/values it is given and
+// add_heads_terms() on its merged heads before the output projection. Hooks are keyed by adapter name; each decides
+// itself whether its adapter is active (returning the past unchanged, or an undefined term).
+class AttentionHooks {
+ public:
+  // Rewrites this layer's past keys/values (prefixes) from the attention input [B, T, hidden].
+  using PastHook = std::function<LayerKV(const LayerKV& past, const at::Tensor& input)>;
+  // A term [B, T, heads * head_dim] added to the merged heads before the output projection, from the attention
+  // input; an undefined result adds nothing.
+  using HeadsHook = std::function<at::Tensor(const at::Tensor& input)>;
+
+  // `self_attention` false for cross-attention; `takes_prefix` when prefix tuning's past keys/values reach this
+  // layer (every self-attention, except T5's encoder, where PEFT puts none).
+  AttentionHooks(int64_t heads, int64_t head_dim, bool self_attention, bool takes_prefix)
+      : heads_(heads), head_dim_(head_dim), self_attention_(self_attention), takes_prefix_(takes_prefix) {}
+  virtual ~AttentionHooks() = default;
+
+  void set_past_hook(const std::string& adapter, PastHook hook);    // nullptr removes the adapter's hook
+  void set_heads_hook(const std::string& adapter, HeadsHook hook);  // nullptr removes the adapter's hook
+  int64_t heads() const { return heads_; }          // query heads
+  int64_t head_dim() const { return head_dim_; }
+  bool is_self_attention() const { return self_attention_; }
+  bool takes_prefix() const { return takes_prefix_; }
+
+  // Called by the family's forward: the past after every hook, and the merged heads plus every hook's term.
+  LayerKV adapt_past(const LayerKV& past, const at::Tensor& input) const;
+  at::Tensor add_heads_terms(const at::Tensor& heads, const at::Tensor& input) const;
+
+ private:
+  int64_t heads_, head_dim_;
+  bool self_attention_, takes_prefix_;
+  std::map<std::string, PastHook> past_hooks_;
+  std::map<std::string, HeadsHook> heads_hooks_;
+};
+
 struct ModelInputs {
   at::Tensor input_ids;             // [B, T] int64; undefined when inputs_embeds is given
   at::Tensor inputs_embeds;         // [B, T, H]
@@ -87,7 +124,18 @@ class Model : public torch::nn::Module {
   // Called after a load with the optional keys the checkpoint lacked, so a model can tie them as transformers
   // does when a tied weight is absent from the file.
   virtual void on_absent_optional_keys(const std::vector<std::string>& keys) {}
+  // Whether forward() may be asked for a KV cache (use_cache): false while an adapter computes something from the
+  // whole sequence at once (UniPELT's gates), so generate() recomputes the sequence each step instead.
+  virtual bool supports_kv_cache() const { return true; }
 };
+
+// The model's self-attention layers in module order, with their module paths ("model.layers.0.self_attn").
+struct SelfAttentionLayer {
+  std::string path;
+  torch::nn::Module* module;
+  AttentionHooks* hooks;
+};
+std::vector<SelfAttentionLayer> self_attention_layers(Model& model);
 
 // A module whose forward maps one tensor to one tensor (a projection, an embedding, a norm, the LM head).
 // Tuners swap a model's child for a wrapper with torch::nn::Module::replace_module(name, wrapper), as PEFT

@@ -77,6 +77,9 @@ class PeftModel : public models::Model {
   int64_t head_dim() const override { return base_->head_dim(); }
   int64_t hidden_size() const override { return base_->hidden_size(); }
   int64_t vocab_size() const override { return base_->vocab_size(); }
+  // False while an active adapter's method cannot work with a KV cache (Tuner::supports_kv_cache); forward() then
+  // refuses use_cache.
+  bool supports_kv_cache() const override;
 
  private:
   struct Adapter {

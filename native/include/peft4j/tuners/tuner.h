@@ -163,6 +163,9 @@ class Tuner {
   virtual void to_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
   // The inverse, applied to a file's tensors before they are matched to the model's keys.
   virtual void from_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
+  // Whether the adapter's output for a token depends only on the tokens so far, so that a KV cache can extend a
+  // forward token by token. False for gates averaged over the whole sequence (UniPELT, gated bottleneck adapters).
+  virtual bool supports_kv_cache(const nlohmann::json& config) const { return true; }
 };
 
 // Registry: each method's .cpp registers its Tuner from a static initialiser.
