@@ -33,7 +33,8 @@ std::vector<FamilyCase> family_cases() {
           {"adapter_bias_gpt2", "gpt2", {{"peft_type", "ADAPTER_BIAS"}}},
           {"bitfit_gpt2", "gpt2", {{"peft_type", "BITFIT"}}},
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
-          {"mam_llama", "llama", mam, false}};
+          {"mam_llama", "llama", mam, false},
+          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 
 class AdapterFamilyContract : public ::testing::TestWithParam<FamilyCase> {};
