@@ -4,6 +4,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/config_parts.h"
 #include "peft4j/tuners/delta_adapter.h"
 #include "peft4j/tuners/model_level.h"
 
@@ -29,28 +30,9 @@ const nlohmann::json kFfnFixed = {{"is_parallel", true}, {"mh_adapter", false}, 
 const ModelLevelTuner& prefix_tuner() { return *as_model_level(tuner_for("PREFIX_TUNING")); }
 const Tuner& ffn_tuner() { return tuner_for("BOTTLENECK"); }
 
-// A part as its own tuner's config.
-nlohmann::json part(const nlohmann::json& config, const char* name, const std::string& peft_type) {
-  nlohmann::json out = config.at(name);
-  out["peft_type"] = peft_type;
-  return out;
-}
-
-// A part's config as MAM stores it: without the peft_type and the fields the MAM config itself holds.
-nlohmann::json stored(nlohmann::json part_config) {
-  for (const char* field : {"peft_type", "task_type", "base_model_name_or_path", "revision", "modules_to_save"})
-    part_config.erase(field);
-  return part_config;
-}
-
-// Errors of a part's tuner name the MAM field they come from.
 template <typename F>
 auto in_part(const char* name, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error& e) {
-    fail(e.kind(), std::string("MAM config field '") + name + "': " + e.what());
-  }
+  return in_config_part(kType, name, std::forward<F>(f));
 }
 
 class MamTuner : public ModelLevelTuner {
@@ -77,18 +59,18 @@ class MamTuner : public ModelLevelTuner {
     if (prefix["prefix_projection"] == true && !prefix.contains("encoder_hidden_size"))
       prefix["encoder_hidden_size"] = kProjectionWidth;
     prefix["peft_type"] = "PREFIX_TUNING";
-    config[kPrefix] = stored(in_part(kPrefix, [&] { return prefix_tuner().normalize_config(prefix); }));
-    config[kFfn] = stored(in_part(kFfn, [&] { return ffn_tuner().normalize_config(ffn); }));
+    config[kPrefix] = stored_part(in_part(kPrefix, [&] { return prefix_tuner().normalize_config(prefix); }));
+    config[kFfn] = stored_part(in_part(kFfn, [&] { return ffn_tuner().normalize_config(ffn); }));
     return config;
   }
 
   nlohmann::json resolve_for_model(const nlohmann::json& input, models::Model& model) const override {
     nlohmann::json config = input;
-    config[kPrefix] = stored(in_part(kPrefix, [&] {
-      return prefix_tuner().resolve_for_model(part(input, kPrefix, "PREFIX_TUNING"), model);
+    config[kPrefix] = stored_part(in_part(kPrefix, [&] {
+      return prefix_tuner().resolve_for_model(config_part(input, kPrefix, "PREFIX_TUNING"), model);
     }));
-    config[kFfn] = stored(in_part(kFfn, [&] {
-      return ffn_tuner().resolve_for_model(part(input, kFfn, "BOTTLENECK"), model);
+    config[kFfn] = stored_part(in_part(kFfn, [&] {
+      return ffn_tuner().resolve_for_model(config_part(input, kFfn, "BOTTLENECK"), model);
     }));
     return config;
   }
@@ -106,14 +88,8 @@ class MamTuner : public ModelLevelTuner {
     auto encoder = prefix_tuner().attach(model, adapter, mam_prefix_config(config), state, initialise);
     InjectContext ctx{adapter, mam_ffn_adapter_config(config), "", state, initialise, {}};
     prepare_adapter_drop(model, ctx);
-    const std::vector<std::string> targets = config_strings(ctx.config, "target_modules").value_or(std::vector<std::string>{});
-    for (const auto& key : targets) {
-      auto [parent, child] = parent_of(model, key);
-      auto target = module_at(model, key);
-      ctx.key = key;
-      auto replacement = ffn_tuner().inject(target, ctx);
-      if (replacement != target) parent->replace_module(child, replacement);
-    }
+    inject_part(model, ffn_tuner(), config_strings(ctx.config, "target_modules").value_or(std::vector<std::string>{}),
+                ctx);
     return encoder;
   }
 
@@ -134,7 +110,7 @@ class MamTuner : public ModelLevelTuner {
   nlohmann::json config_for_load(const nlohmann::json& saved) const override {
     nlohmann::json config = saved;
     if (saved.contains(kPrefix) && saved[kPrefix].is_object())
-      config[kPrefix] = stored(prefix_tuner().config_for_load(part(saved, kPrefix, "PREFIX_TUNING")));
+      config[kPrefix] = stored_part(prefix_tuner().config_for_load(config_part(saved, kPrefix, "PREFIX_TUNING")));
     return config;
   }
 
@@ -142,14 +118,18 @@ class MamTuner : public ModelLevelTuner {
                                    const models::ModelInputs& inputs) const override {
     return prefix_tuner().adapt_inputs(encoder, mam_prefix_config(config), model, inputs);
   }
+
+  bool supports_kv_cache(const nlohmann::json& config) const override {
+    return ffn_tuner().supports_kv_cache(mam_ffn_adapter_config(config));
+  }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<MamTuner>());
 
 }  // namespace
 
-nlohmann::json mam_prefix_config(const nlohmann::json& config) { return part(config, kPrefix, "PREFIX_TUNING"); }
+nlohmann::json mam_prefix_config(const nlohmann::json& config) { return config_part(config, kPrefix, "PREFIX_TUNING"); }
 
-nlohmann::json mam_ffn_adapter_config(const nlohmann::json& config) { return part(config, kFfn, "BOTTLENECK"); }
+nlohmann::json mam_ffn_adapter_config(const nlohmann::json& config) { return config_part(config, kFfn, "BOTTLENECK"); }
 
 }  // namespace peft4j::tuners

@@ -1,8 +1,5 @@
 package org.peft4j;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
@@ -42,7 +39,7 @@ public final class MamConfig extends TunerConfig {
 
         /** {@code prefix_tuning}: the prefix-tuning part (its num_virtual_tokens, projection, init). */
         public Builder prefixTuning(PrefixTuningConfig prefix) {
-            return set("prefix_tuning", partFields(prefix));
+            return setPart("prefix_tuning", prefix);
         }
 
         /**
@@ -50,25 +47,12 @@ public final class MamConfig extends TunerConfig {
          * other than parallel to the FFN is refused when the adapter is added.
          */
         public Builder ffnAdapter(BottleneckConfig adapter) {
-            return set("ffn_adapter", partFields(adapter));
+            return setPart("ffn_adapter", adapter);
         }
 
         /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
         public Builder modulesToSave(String... names) {
             return setNames("modules_to_save", names);
-        }
-
-        // A part's fields as its JSON holds them, without its own peft_type.
-        private static Map<String, Object> partFields(TunerConfig part) {
-            try {
-                Map<String, Object> fields = new LinkedHashMap<>();
-                new ObjectMapper().readerForUpdating(fields).readValue(part.toJson());
-                fields.remove("peft_type");
-                return fields;
-            } catch (JsonProcessingException e) {
-                throw new PeftException(PeftException.Kind.INTERNAL,
-                        "cannot read the " + part.peftType() + " config: " + e.getMessage(), e);
-            }
         }
     }
 }

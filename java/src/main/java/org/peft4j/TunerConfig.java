@@ -88,6 +88,11 @@ public abstract class TunerConfig implements AdapterConfig {
             return set(name, Map.copyOf(pattern));
         }
 
+        /** A method's config nested as one part of a composed method (MAM, UniPELT): its fields, no peft_type. */
+        protected final B setPart(String name, TunerConfig part) {
+            return set(name, new LinkedHashMap<>(part.fields));
+        }
+
         /** Fails naming the field and its setters when a required field is unset. */
         protected final void require(String name, String setters) {
             if (!fields.containsKey(name)) {
