@@ -165,9 +165,6 @@ TEST(Bottleneck, OptionsThatCannotApplyAreRefused) {
   auto attention_parallel = parallel(1.0);
   attention_parallel["mh_adapter"] = true;
   expect_error([&] { llama->add_adapter("a", attention_parallel); }, ErrorKind::Unsupported, "mh_adapter");
-  auto gating = pfeiffer();
-  gating["use_gating"] = true;
-  expect_error([&] { llama->add_adapter("a", gating); }, ErrorKind::Unsupported, "use_gating");
   auto leave = pfeiffer();
   leave["leave_out"] = {0, 1};
   expect_error([&] { llama->add_adapter("a", leave); }, ErrorKind::InvalidArgument, "leave_out");

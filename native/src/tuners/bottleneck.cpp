@@ -76,7 +76,7 @@ class BottleneckTuner : public Tuner {
     nlohmann::json config = with_defaults(input, kDefaults);
     if (sublayers_of(config).empty())
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config: mh_adapter and output_adapter are both false, so no adapter is placed");
-    for (const char* field : {"ln_before", "ln_after", "use_gating", "adapter_residual_before_ln"})
+    for (const char* field : {"ln_before", "ln_after", "adapter_residual_before_ln"})
       if (config_bool(config, field, false))
         fail(ErrorKind::Unsupported, std::string("BOTTLENECK config field '") + field + "' = true is not supported");
     if (!config_bool(config, "original_ln_after", true))
@@ -111,6 +111,9 @@ class BottleneckTuner : public Tuner {
     if (!fused_adapters(config).empty() && insertion_of(config) != Insertion::Sequential)
       fail(ErrorKind::Unsupported, "BOTTLENECK config field 'fusion': AdapterFusion runs over sequential adapters "
                                    "(is_parallel and original_ln_before false)");
+    if (config_bool(config, "use_gating", false) && (!fused_adapters(config).empty() || !averaged_adapters(config).empty()))
+      fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'use_gating' gates a new bottleneck; 'fusion' and "
+                                       "'average' compose existing adapters instead");
     if (!averaged_adapters(config).empty()) {
       if (!fused_adapters(config).empty())
         fail(ErrorKind::InvalidArgument, "BOTTLENECK config: 'fusion' and 'average' are two compositions; set one");
@@ -179,6 +182,13 @@ class BottleneckTuner : public Tuner {
     auto module = std::make_shared<BottleneckModule>(down, up, config_string(config, "non_linearity", "relu"),
                                                      config["scaling"], width);
     module->set_dropout(config_double(config, "dropout", 0.0));
+    if (config_bool(config, "use_gating", false)) {
+      // AdapterHub draws the gate's weight from N(0, 0.02) and zeroes its bias, except with the houlsby init, which
+      // keeps nn.Linear's own initialisation.
+      auto gate = torch::nn::Linear(width, 1);
+      if (init != "houlsby") init_linear(*gate, "bert", false);
+      module->set_gate(gate.ptr());
+    }
     return inject_delta(target, ctx, kType, module, insertion_of(config));
   }
 
@@ -190,6 +200,10 @@ class BottleneckTuner : public Tuner {
     nlohmann::json identity = config;
     identity["init_weights"] = "mam_adapter";
     return identity;
+  }
+
+  bool supports_kv_cache(const nlohmann::json& config) const override {
+    return !config_bool(config, "use_gating", false);
   }
 };
 
@@ -213,11 +227,23 @@ BottleneckModule::BottleneckModule(std::shared_ptr<torch::nn::Module> down, std:
     learned_scaling_ = register_parameter("adapter_scaling", at::ones({scaling == "learned" ? 1 : width}));
 }
 
+void BottleneckModule::set_gate(std::shared_ptr<torch::nn::Module> gate) { gate_ = register_module("gate", std::move(gate)); }
+
 at::Tensor BottleneckModule::delta(const at::Tensor& z) {
   at::Tensor h = activation_(models::forward_child(*this, "adapter_down", z));
   at::Tensor out = models::forward_child(*this, "adapter_up", h);
   out = learned_scaling_.defined() ? out * learned_scaling_ : out * scaling_;
-  return dropout_ > 0 ? at::dropout(out, dropout_, is_training()) : out;
+  if (dropout_ > 0) out = at::dropout(out, dropout_, is_training());
+  return gate_ ? out * sequence_gate(z, *gate_).unsqueeze(1) : out;
+}
+
+at::Tensor sequence_gate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return at::sigmoid(at::linear(x, weight.to(x.scalar_type()), bias.to(x.scalar_type()))).mean(1);
+}
+
+at::Tensor sequence_gate(const at::Tensor& x, torch::nn::Module& gate) {
+  auto params = gate.named_parameters(false);
+  return sequence_gate(x, params["weight"], params["bias"]);
 }
 
 }  // namespace peft4j::tuners

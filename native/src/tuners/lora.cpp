@@ -4,6 +4,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
+#include "peft4j/tuners/bottleneck.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
 
@@ -143,6 +144,19 @@ LoraLayer::LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   lora_embedding_A_ = register_module("lora_embedding_A", std::make_shared<AdapterDict>());
   lora_embedding_B_ = register_module("lora_embedding_B", std::make_shared<AdapterDict>());
   lora_magnitude_vector_ = register_module("lora_magnitude_vector", std::make_shared<AdapterDict>());
+  gates_ = register_module("lora_gate", std::make_shared<AdapterDict>());
+}
+
+void LoraLayer::add_gate(const std::string& adapter) {
+  if (embedding_ || lora_magnitude_vector_->contains(adapter))
+    fail(ErrorKind::Unsupported, "a gated LoRA adapter wraps a Linear or Conv1D without DoRA");
+  auto gate = make_linear(in_features_, 1, true);
+  {
+    at::NoGradGuard no_grad;
+    gate->weight.normal_(0.0, 0.02);
+  }
+  gate->to(base_weight().device(), base_weight().scalar_type());
+  gates_->put_module(adapter, gate.ptr());
 }
 
 bool LoraLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }
@@ -230,6 +244,11 @@ at::Tensor LoraLayer::apply(const at::Tensor& x, const at::Tensor& result, const
   auto& b = lora_B_->module(adapter);
   const double p = dropout_.at(adapter);
   at::Tensor input = x.to(lora_a(adapter).scalar_type());
+  if (gates_->contains(adapter)) {
+    at::Tensor dropped = p > 0 ? at::dropout(input, p, is_training()) : input;
+    at::Tensor gate = sequence_gate(input, gates_->module(adapter)).unsqueeze(1);
+    return result + models::forward_module(b, models::forward_module(a, dropped)) * gate;
+  }
   if (!lora_magnitude_vector_->contains(adapter)) {
     at::Tensor dropped = p > 0 ? at::dropout(input, p, is_training()) : input;
     return result + models::forward_module(b, models::forward_module(a, dropped)) * scale;

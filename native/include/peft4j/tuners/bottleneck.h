@@ -11,13 +11,17 @@
 //   original_ln_after, residual_before_ln  must be true (the only placement peft4j's blocks expose)
 //   init_weights                  "mam_adapter" (default: down Kaiming-uniform, up zero, so an untrained adapter is
 //                                 the identity), "bert" (N(0, 0.02)), "houlsby" (truncated N(0, 0.01))
+//   use_gating                    Δh times g = mean over the sequence of sigmoid(gate(z)), gate a Linear(d_h, 1) (per
+//                                 batch row: UniPELT's gate). A mean over the whole sequence cannot be extended token
+//                                 by token, so a gated adapter runs without KV cache (Tuner::supports_kv_cache)
 //   leave_out, adapter_drop       AdapterDrop: no adapter on the listed layers; random skipping in training
 //   phm_layer                     Compacter: down/up are PHM layers (compacter.h)
 //   fusion                        AdapterFusion over the named adapters instead of a new bottleneck (adapter_fusion.h)
 //   average, average_weights,     AdapterHub's Average over the named adapters instead of a new bottleneck
 //   normalize_weights             (composition.h)
 //
-// Trainable parameters per adapted sublayer: 2·d_h·d_m + d_m + d_h (+1 learned / +d_h channel scaling). Saved keys
+// Trainable parameters per adapted sublayer: 2·d_h·d_m + d_m + d_h (+1 learned / +d_h channel scaling, +d_h + 1
+// gate). Saved keys
 // are AdapterHub's names under the wrapped module, adapter name removed:
 // "base_model.model.<module>.adapters.adapter_down.weight". A non-linearity sits between down and up, so these
 // adapters cannot be merged into the base weights.
@@ -37,13 +41,22 @@ class BottleneckModule : public DeltaModule {
                    const std::string& non_linearity, const nlohmann::json& scaling, int64_t width);
   at::Tensor delta(const at::Tensor& z) override;
   void set_dropout(double p) { dropout_ = p; }  // on Δh, in training
+  // Registers "gate", a Linear(d_h, 1) whose sequence-mean sigmoid scales Δh (use_gating).
+  void set_gate(std::shared_ptr<torch::nn::Module> gate);
 
  private:
   double dropout_ = 0.0;
   models::Activation activation_;
   double scaling_ = 1.0;
   at::Tensor learned_scaling_;  // "adapter_scaling" when scaling is learned
+  std::shared_ptr<torch::nn::Module> gate_;
 };
+
+// UniPELT's gate (Mao et al. 2022, AdapterHub's use_gating): sigmoid(x·weightᵀ + bias) averaged over the sequence,
+// [B, outputs], from x [B, T, d] (padding positions included, as AdapterHub averages).
+at::Tensor sequence_gate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// The same with the weight and bias of a Linear.
+at::Tensor sequence_gate(const at::Tensor& x, torch::nn::Module& gate);
 
 // The bottleneck width of `config` for hidden width `width`: bottleneck_size, else width / reduction_factor (>= 1).
 int64_t bottleneck_width(const nlohmann::json& config, int64_t width);

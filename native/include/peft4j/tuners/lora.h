@@ -18,10 +18,15 @@ class LoraLayer : public AdapterLayer {
   std::string peft_type() const override { return "LORA"; }
   bool has_adapter(const std::string& adapter) const override;
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
+  // A gated adapter's output depends on the input through its gate, so no weight expresses it.
+  bool can_merge() const override { return gates_->children().empty(); }
 
   // Adds an adapter of rank r; `initialise` follows init_lora_weights (true, false or "gaussian").
   void add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise);
+  // Gives the (Linear/Conv1D) adapter UniPELT's gate, "lora_gate.<adapter>" = Linear(in, 1) with N(0, 0.02) weights
+  // (AdapterHub's LoRA with use_gating): the update becomes B·A·x times the sequence-mean of sigmoid(gate(x)), which
+  // replaces the scaling α/r.
+  void add_gate(const std::string& adapter);
 
   // ΔW in the base weight's layout (Linear [out, in], Conv1D [in, out], Embedding [num, dim]), scaling included.
   at::Tensor delta_weight(const std::string& adapter) const;
@@ -46,7 +51,7 @@ class LoraLayer : public AdapterLayer {
   bool fan_in_fan_out_ = false;  // GPT-2's Conv1D stores [in, out]
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
-  std::shared_ptr<AdapterDict> lora_A_, lora_B_, lora_embedding_A_, lora_embedding_B_, lora_magnitude_vector_;
+  std::shared_ptr<AdapterDict> lora_A_, lora_B_, lora_embedding_A_, lora_embedding_B_, lora_magnitude_vector_, gates_;
   std::map<std::string, int64_t> r_;
   std::map<std::string, double> scaling_;
   std::map<std::string, double> dropout_;

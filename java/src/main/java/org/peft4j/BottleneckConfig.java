@@ -117,6 +117,14 @@ public final class BottleneckConfig extends TunerConfig {
             return set("init_weights", how);
         }
 
+        /**
+         * {@code use_gating}: Δh times the sequence mean of sigmoid(gate(z)), a trained Linear(d, 1) per adapter (UniPELT's
+         * gate); a gated adapter runs without KV cache.
+         */
+        public Builder useGating(boolean on) {
+            return set("use_gating", on);
+        }
+
         /** {@code dropout} on Δh in training. */
         public Builder dropout(double p) {
             return setProbability("dropout", p);
