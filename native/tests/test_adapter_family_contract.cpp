@@ -17,7 +17,7 @@ struct FamilyCase {
   std::string name;
   std::string family;
   nlohmann::json config;
-  bool identity_init = true;  // false: the method has no identity initialisation (MAM's prefixes)
+  bool identity_init = true;  // false: the method has no identity initialisation (MAM's and UniPELT's prefixes)
 };
 
 std::vector<FamilyCase> family_cases() {
@@ -25,6 +25,9 @@ std::vector<FamilyCase> family_cases() {
   nlohmann::json scaled_parallel = {{"peft_type", "BOTTLENECK"}, {"is_parallel", true}, {"reduction_factor", 2}, {"scaling", "learned"}};
   nlohmann::json compacter = {{"peft_type", "BOTTLENECK"}, {"mh_adapter", true}, {"reduction_factor", 4}, {"phm_layer", true}};
   nlohmann::json mam = {{"peft_type", "MAM"}, {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}}};
+  nlohmann::json unipelt = {{"peft_type", "UNIPELT"},
+                            {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}},
+                            {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
   return {{"houlsby_llama", "llama", houlsby},
           {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
           {"scaled_parallel_llama", "llama", scaled_parallel},
@@ -34,6 +37,7 @@ std::vector<FamilyCase> family_cases() {
           {"bitfit_gpt2", "gpt2", {{"peft_type", "BITFIT"}}},
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
           {"mam_llama", "llama", mam, false},
+          {"unipelt_llama", "llama", unipelt, false},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 

@@ -482,8 +482,9 @@ void PeftModel::merge(const std::vector<std::string>& adapters) {
   for (const auto& n : names)
     if (as_model_level(*adapter(n).tuner))
       fail(ErrorKind::Unsupported, adapter(n).tuner->peft_type() +
-                                       " adapters cannot be merged into the base weights: they add virtual tokens or "
-                                       "prompts that attention reads, which no weight of the base model expresses");
+                                       " adapters cannot be merged into the base weights: they act on the model as a whole "
+                                       "(virtual tokens, prefixes or terms inside attention), which no weight of the "
+                                       "base model expresses");
   auto layers = adapter_layers();
   for (const auto& [path, layer] : layers)
     if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge())
