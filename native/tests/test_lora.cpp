@@ -174,6 +174,12 @@ TEST(Lora, BadInputIsRefusedAndLeavesTheModelUnchanged) {
                  peft4j::ErrorKind::InvalidArgument, "'r'");
   expect_message([&] { model->add_adapter("x", {{"peft_type", "LORA"}, {"use_qalora", true}, {"target_modules", {"q_proj"}}}); },
                  peft4j::ErrorKind::Unsupported, "use_qalora");
+  // PEFT's LoraConfig refuses these in __post_init__ too.
+  expect_message([&] { model->add_adapter("x", {{"peft_type", "LORA"}}); }, peft4j::ErrorKind::InvalidArgument,
+                 "LORA config field 'target_modules' is required");
+  expect_message([&] {
+    model->add_adapter("x", {{"peft_type", "LORA"}, {"target_modules", {"q_proj"}}, {"layers_pattern", "layers"}});
+  }, peft4j::ErrorKind::InvalidArgument, "LORA config field 'layers_pattern' needs 'layers_to_transform'");
   unchanged();
 
   // An adapter directory with a key missing, a key too many, a wrong shape, an unknown peft_type.

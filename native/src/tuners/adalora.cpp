@@ -148,9 +148,7 @@ class AdaLoraTuner : public Tuner {
                                                "' must list init_r (" + std::to_string(init_r) + ") booleans");
       }
     }
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'target_modules' is required (a list of module names or a "
-                                       "regular expression)");
+    require_target_modules(config);
     return config;
   }
 

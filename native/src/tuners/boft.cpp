@@ -72,11 +72,7 @@ class BoftTuner : public Tuner {
     orthogonal::check_bias(config, "BOFT", "boft_only");
     config_bool(config, "init_weights", true);
     config_bool(config, "fan_in_fan_out", false);  // concerns Conv1D, which BOFT does not wrap (PEFT resets it)
-    if (!config["layers_pattern"].is_null() && config["layers_to_transform"].is_null())
-      fail(ErrorKind::InvalidArgument, "BOFT config field 'layers_pattern' needs 'layers_to_transform'");
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "BOFT config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

@@ -109,6 +109,22 @@ nlohmann::json with_defaults(const nlohmann::json& config, const nlohmann::json&
   return out;
 }
 
+void require_target_modules(const nlohmann::json& config) {
+  const std::string type = config.value("peft_type", std::string("adapter"));
+  auto unset = [&](const char* field) {  // Python's falsiness, as PEFT tests it
+    auto it = config.find(field);
+    return it == config.end() || it->is_null() || (it->is_array() && it->empty()) ||
+           (it->is_string() && it->get<std::string>().empty());
+  };
+  if (!unset("layers_pattern") && unset("layers_to_transform"))
+    fail(ErrorKind::InvalidArgument,
+         type + " config field 'layers_pattern' needs 'layers_to_transform' (which layer indices to adapt)");
+  if (!config.contains("target_modules") || config["target_modules"].is_null())
+    fail(ErrorKind::InvalidArgument, type + " config field 'target_modules' is required (a list of module names, a "
+                                            "regular expression, or \"all-linear\" for methods that wrap linear layers); "
+                                            "peft4j does not fill PEFT's per-architecture defaults");
+}
+
 std::optional<std::string> pattern_key(const nlohmann::json& pattern, const std::string& module_key) {
   if (!pattern.is_object()) return std::nullopt;
   for (auto it = pattern.begin(); it != pattern.end(); ++it) {

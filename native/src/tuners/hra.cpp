@@ -37,11 +37,7 @@ class HraTuner : public Tuner {
     if (config["target_modules"].is_string() && !config["layers_pattern"].is_null())
       fail(ErrorKind::InvalidArgument, "HRA config field 'layers_pattern' cannot be used when 'target_modules' is a "
                                        "regular expression");
-    if (!config["layers_pattern"].is_null() && config["layers_to_transform"].is_null())
-      fail(ErrorKind::InvalidArgument, "HRA config field 'layers_pattern' needs 'layers_to_transform'");
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "HRA config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

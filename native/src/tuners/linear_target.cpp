@@ -74,14 +74,7 @@ bool upcast_on_cpu(const at::Tensor& t) {
 
 void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field) {
   const std::string type = config.value("peft_type", std::string("adapter"));
-  if (config["target_modules"].is_null())
-    fail(ErrorKind::InvalidArgument, type + " config field 'target_modules' is required (a list of module names, a "
-                                            "regular expression or \"all-linear\")");
-  if (config.contains("layers_pattern") && !config["layers_pattern"].is_null() &&
-      !(config["layers_pattern"].is_array() && config["layers_pattern"].empty()) &&
-      (!config.contains("layers_to_transform") || config["layers_to_transform"].is_null()))
-    fail(ErrorKind::InvalidArgument,
-         type + " config field 'layers_pattern' needs 'layers_to_transform' (which layer indices to adapt)");
+  require_target_modules(config);
   if (has_bias) {
     std::string bias = config_string(config, "bias", "none");
     if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0)

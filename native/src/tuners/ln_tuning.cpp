@@ -31,10 +31,7 @@ class LnTuningTuner : public Tuner {
 
   nlohmann::json normalize_config(const nlohmann::json& input) const override {
     nlohmann::json config = with_defaults(input, kDefaults);
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "LN_TUNING config field 'target_modules' is required (a list of module names "
-                                       "or a regular expression); peft4j does not fill PEFT's per-architecture "
-                                       "defaults");
+    require_target_modules(config);
     config_strings(config, "target_modules");
     return config;
   }

@@ -81,9 +81,7 @@ class LoraTuner : public Tuner {
           fail(ErrorKind::InvalidArgument, std::string("LORA config field '") + pattern + "' entry '" + it.key() +
                                                "' must be a number");
     }
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "LORA config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

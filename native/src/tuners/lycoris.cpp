@@ -101,12 +101,7 @@ nlohmann::json normalize(const nlohmann::json& input, const nlohmann::json& defa
     if (it.value().get<int64_t>() <= 0)
       fail(ErrorKind::InvalidArgument, field + "rank_pattern' entry '" + it.key() + "' must be positive, got " +
                                            it.value().dump());
-  if (config_strings(config, "layers_pattern") && config["layers_to_transform"].is_null())
-    fail(ErrorKind::InvalidArgument, field + "layers_pattern' needs layers_to_transform to be set as well");
-  if (config["target_modules"].is_null())
-    fail(ErrorKind::InvalidArgument, field + "target_modules' is required (a list of module names, a regular "
-                                             "expression or \"all-linear\"); peft4j does not fill PEFT's "
-                                             "per-architecture defaults");
+  require_target_modules(config);
   return config;
 }
 

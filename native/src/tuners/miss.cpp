@@ -56,9 +56,7 @@ class MissTuner : public Tuner {
     if (bias != "none" && bias != "all" && !only)
       fail(ErrorKind::InvalidArgument, "MISS config field 'bias' must be \"none\", \"all\" or \"MiSS_only\", got \"" +
                                            bias + "\"");
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "MISS config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

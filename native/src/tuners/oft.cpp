@@ -66,11 +66,7 @@ class OftTuner : public Tuner {
     if (config_int(config, "num_cayley_neumann_terms", 5) < 0)
       fail(ErrorKind::InvalidArgument, "OFT config field 'num_cayley_neumann_terms' must be >= 0, got " +
                                            config["num_cayley_neumann_terms"].dump());
-    if (!config["layers_pattern"].is_null() && config["layers_to_transform"].is_null())
-      fail(ErrorKind::InvalidArgument, "OFT config field 'layers_pattern' needs 'layers_to_transform'");
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "OFT config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

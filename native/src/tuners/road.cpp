@@ -33,9 +33,7 @@ class RoadTuner : public Tuner {
       fail(ErrorKind::InvalidArgument, "ROAD config field 'group_size' must be a positive even integer, got " +
                                            std::to_string(group_size));
     config_bool(config, "init_weights", true);
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "ROAD config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

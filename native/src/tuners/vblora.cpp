@@ -67,11 +67,7 @@ class VBLoraTuner : public Tuner {
     if (bias != "none" && bias != "all" && !ends_with(bias, "_only"))
       fail(ErrorKind::InvalidArgument, "VBLORA config field 'bias' must be \"none\", \"all\" or \"vblora_only\", got \"" +
                                            bias + "\"");
-    if (!config["layers_pattern"].is_null() && config["layers_to_transform"].is_null())
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'layers_pattern' needs 'layers_to_transform'");
-    if (config["target_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'target_modules' is required (a list of module names, a "
-                                       "regular expression or \"all-linear\")");
+    require_target_modules(config);
     return config;
   }
 

@@ -24,6 +24,11 @@ std::optional<std::vector<std::string>> config_strings(const nlohmann::json& con
 // Fills absent fields of `config` with `defaults` (PEFT's defaults for the method), keeping every other field.
 nlohmann::json with_defaults(const nlohmann::json& config, const nlohmann::json& defaults);
 
+// What PEFT's configs of module-wrapping methods require, errors naming "<peft_type> config field ...":
+// target_modules given (peft4j does not fill PEFT's per-architecture defaults), and layers_pattern only together with
+// layers_to_transform (PEFT's __post_init__).
+void require_target_modules(const nlohmann::json& config);
+
 // Module paths of the model (relative to it, e.g. "model.layers.0.self_attn.q_proj") that the config targets:
 // target_modules (list: exact name or ".name" suffix; string: full regex match; "all-linear": every Linear and
 // Conv1D except the output embedding), exclude_modules, layers_to_transform/layers_pattern, and never a module
