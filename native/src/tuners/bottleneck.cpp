@@ -33,8 +33,6 @@ const nlohmann::json kDefaults = {
     {"factorized_phm_rule", false}, {"phm_c_init", "normal"}, {"phm_init_range", 0.0001}, {"learn_phm", true},
     {"hypercomplex_nonlinearity", "glorot-uniform"}, {"phm_rank", 1}, {"phm_bias", true}, {"fusion", nullptr}};
 
-std::string activation_name(const std::string& name) { return name == "leakyrelu" ? "leaky_relu" : name; }
-
 Insertion insertion_of(const nlohmann::json& config) {
   if (config_bool(config, "is_parallel", false)) return Insertion::Parallel;
   return config_bool(config, "original_ln_before", false) ? Insertion::NormInput : Insertion::Sequential;
@@ -52,20 +50,6 @@ void truncated_normal(at::Tensor t, double std) {
   t.normal_(0.0, std);
   for (at::Tensor outside = t.abs().gt(2 * std); outside.any().item<bool>(); outside = t.abs().gt(2 * std))
     t.masked_scatter_(outside, at::empty_like(t).normal_(0.0, std).masked_select(outside));
-}
-
-void init_linear(torch::nn::LinearImpl& linear, const std::string& how, bool up) {
-  at::NoGradGuard no_grad;
-  linear.bias.zero_();
-  if (how == "bert") {
-    linear.weight.normal_(0.0, 0.02);
-  } else if (how == "houlsby") {
-    truncated_normal(linear.weight, 1e-2);
-  } else if (up) {
-    linear.weight.zero_();
-  } else {
-    torch::nn::init::kaiming_uniform_(linear.weight, std::sqrt(5.0));
-  }
 }
 
 class BottleneckTuner : public Tuner {
@@ -102,8 +86,7 @@ class BottleneckTuner : public Tuner {
     std::string init = config_string(config, "init_weights", "mam_adapter");
     if (init != "mam_adapter" && init != "bert" && init != "houlsby")
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'init_weights' is '" + init + "' (mam_adapter, bert, houlsby)");
-    models::activation_by_name(activation_name(config_string(config, "non_linearity", "relu")),
-                               "BOTTLENECK config field 'non_linearity'");
+    bottleneck_activation(config_string(config, "non_linearity", "relu"), "BOTTLENECK config field 'non_linearity'");
     double dropout = config_double(config, "dropout", 0.0);
     if (dropout < 0 || dropout >= 1) fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'dropout' must be in [0, 1)");
     config_bool(config, "adapter_drop", false);
@@ -174,8 +157,8 @@ class BottleneckTuner : public Tuner {
       up = phm_up;
     } else {
       auto linear_down = torch::nn::Linear(width, inner), linear_up = torch::nn::Linear(inner, width);
-      init_linear(*linear_down, init, false);
-      init_linear(*linear_up, init, true);
+      init_bottleneck_projection(linear_down->weight, linear_down->bias, init, false);
+      init_bottleneck_projection(linear_up->weight, linear_up->bias, init, true);
       down = linear_down.ptr();
       up = linear_up.ptr();
     }
@@ -186,7 +169,7 @@ class BottleneckTuner : public Tuner {
       // AdapterHub draws the gate's weight from N(0, 0.02) and zeroes its bias, except with the houlsby init, which
       // keeps nn.Linear's own initialisation.
       auto gate = torch::nn::Linear(width, 1);
-      if (init != "houlsby") init_linear(*gate, "bert", false);
+      if (init != "houlsby") init_bottleneck_projection(gate->weight, gate->bias, "bert", false);
       module->set_gate(gate.ptr());
     }
     return inject_delta(target, ctx, kType, module, insertion_of(config));
@@ -218,7 +201,7 @@ int64_t bottleneck_width(const nlohmann::json& config, int64_t width) {
 
 BottleneckModule::BottleneckModule(std::shared_ptr<torch::nn::Module> down, std::shared_ptr<torch::nn::Module> up,
                                    const std::string& non_linearity, const nlohmann::json& scaling, int64_t width)
-    : activation_(models::activation_by_name(activation_name(non_linearity), "BOTTLENECK non_linearity")) {
+    : activation_(bottleneck_activation(non_linearity, "BOTTLENECK non_linearity")) {
   register_module("adapter_down", std::move(down));
   register_module("adapter_up", std::move(up));
   if (scaling.is_number())
@@ -235,6 +218,25 @@ at::Tensor BottleneckModule::delta(const at::Tensor& z) {
   out = learned_scaling_.defined() ? out * learned_scaling_ : out * scaling_;
   if (dropout_ > 0) out = at::dropout(out, dropout_, is_training());
   return gate_ ? out * sequence_gate(z, *gate_).unsqueeze(1) : out;
+}
+
+models::Activation bottleneck_activation(const std::string& non_linearity, const std::string& field) {
+  return models::activation_by_name(non_linearity == "leakyrelu" ? "leaky_relu" : non_linearity, field);
+}
+
+void init_bottleneck_projection(const at::Tensor& weight, const at::Tensor& bias, const std::string& how, bool up) {
+  at::NoGradGuard no_grad;
+  at::Tensor w = weight, b = bias;
+  b.zero_();
+  if (how == "bert") {
+    w.normal_(0.0, 0.02);
+  } else if (how == "houlsby") {
+    truncated_normal(w, 1e-2);
+  } else if (up) {
+    w.zero_();
+  } else {
+    torch::nn::init::kaiming_uniform_(w, std::sqrt(5.0));
+  }
 }
 
 at::Tensor sequence_gate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {

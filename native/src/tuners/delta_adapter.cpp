@@ -106,7 +106,8 @@ std::string delta_checkpoint_key(const std::string& model_key, const std::string
 }
 
 int64_t layer_of(const std::string& path) {
-  for (const char* marker : {".layers.", ".h.", ".layer."}) {
+  // T5's ".block." first: in "encoder.block.3.layer.0.SelfAttention" the ".layer.0" names the sublayer.
+  for (const char* marker : {".block.", ".layers.", ".h.", ".layer."}) {
     auto pos = path.find(marker);
     if (pos == std::string::npos) continue;
     pos += std::string(marker).size();

@@ -242,14 +242,11 @@ at::Tensor LoraLayer::apply(const at::Tensor& x, const at::Tensor& result, const
   auto& b = lora_B_->module(adapter);
   const double p = dropout_.at(adapter);
   at::Tensor input = x.to(lora_a(adapter).scalar_type());
-  if (gates_->contains(adapter)) {
-    at::Tensor dropped = p > 0 ? at::dropout(input, p, is_training()) : input;
-    at::Tensor gate = sequence_gate(input, gates_->module(adapter)).unsqueeze(1);
-    return result + models::forward_module(b, models::forward_module(a, dropped)) * gate;
-  }
   if (!lora_magnitude_vector_->contains(adapter)) {
     at::Tensor dropped = p > 0 ? at::dropout(input, p, is_training()) : input;
-    return result + models::forward_module(b, models::forward_module(a, dropped)) * scale;
+    at::Tensor update = models::forward_module(b, models::forward_module(a, dropped));
+    if (gates_->contains(adapter)) return result + update * sequence_gate(input, gates_->module(adapter)).unsqueeze(1);
+    return result + update * scale;
   }
   // DoRA (PEFT's DoraLinearVariant): rescale the adapted weight's rows to the learned magnitude; the norm is
   // treated as a constant (detached), as the paper's section 4.3 prescribes.

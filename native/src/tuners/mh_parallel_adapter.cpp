@@ -3,11 +3,9 @@
 // generator (the down and, with "bert", up initialisation; dropout).
 #include "peft4j/tuners/mh_parallel_adapter.h"
 
-#include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/bottleneck.h"
@@ -29,23 +27,12 @@ const nlohmann::json kDefaults = {
 
 std::string field(const std::string& name) { return std::string(kType) + " config field '" + name + "'"; }
 
-// The transformer layer of a self-attention path. T5's "encoder.block.3.layer.0.SelfAttention" is block 3 (its
-// ".layer.0" names the sublayer); the other families' paths carry the index where layer_of looks.
-int64_t attention_layer(const std::string& path) {
-  const std::string dotted = "." + path;
-  const std::string marker = ".block.";
-  auto pos = dotted.find(marker);
-  if (pos == std::string::npos) return layer_of(path);
-  pos += marker.size();
-  return std::stoll(dotted.substr(pos, dotted.find('.', pos) - pos));
-}
-
 // The self-attention layers that carry the adapter: all but those of the leave_out layers.
 std::vector<models::SelfAttentionLayer> adapted_attentions(models::Model& model, const nlohmann::json& config) {
   const std::vector<int64_t> leave_out = leave_out_layers(config, model, kType);
   std::vector<models::SelfAttentionLayer> out;
   for (const auto& layer : models::self_attention_layers(model))
-    if (!std::count(leave_out.begin(), leave_out.end(), attention_layer(layer.path))) out.push_back(layer);
+    if (!std::count(leave_out.begin(), leave_out.end(), layer_of(layer.path))) out.push_back(layer);
   return out;
 }
 
@@ -53,20 +40,6 @@ AdapterDict* adapter_dict(torch::nn::Module& attention) {
   auto children = attention.named_children();
   const auto* found = children.find(kDict);
   return found ? dynamic_cast<AdapterDict*>(found->get()) : nullptr;
-}
-
-void initialise_weights(torch::nn::LinearImpl& down, PerHeadUpProjection& up, const std::string& how) {
-  at::NoGradGuard no_grad;
-  down.bias.zero_();
-  up.bias.zero_();
-  if (how == "bert") {
-    down.weight.normal_(0.0, 0.02);
-    up.weight.normal_(0.0, 0.02);
-  } else {
-    // nn.Linear's own initialisation of the weight; the zero up projection makes Δh zero.
-    torch::nn::init::kaiming_uniform_(down.weight, std::sqrt(5.0));
-    up.weight.zero_();
-  }
 }
 
 class MultiHeadParallelAdapterTuner : public ModelLevelTuner {
@@ -83,9 +56,7 @@ class MultiHeadParallelAdapterTuner : public ModelLevelTuner {
     const auto& non_linearity = config["non_linearity"];
     if (!non_linearity.is_string())
       fail(ErrorKind::InvalidArgument, field("non_linearity") + " must be an activation name, got " + non_linearity.dump());
-    // "leakyrelu" is AdapterHub's spelling, which BOTTLENECK (and so BottleneckModule) accepts too.
-    const std::string activation = non_linearity.get<std::string>();
-    models::activation_by_name(activation == "leakyrelu" ? "leaky_relu" : activation, field("non_linearity"));
+    bottleneck_activation(non_linearity.get<std::string>(), field("non_linearity"));
     const auto& scaling = config["scaling"];
     if (!scaling.is_number() && scaling != "learned")
       fail(ErrorKind::InvalidArgument, field("scaling") + " must be a number or \"learned\", got " + scaling.dump());
@@ -121,7 +92,10 @@ class MultiHeadParallelAdapterTuner : public ModelLevelTuner {
       const at::TensorOptions options = module_options(*layer.module);
       auto down = torch::nn::Linear(model.hidden_size(), heads * rank);
       auto up = std::make_shared<PerHeadUpProjection>(heads, head_dim, rank);
-      if (initialise) initialise_weights(*down, *up, init);
+      if (initialise) {
+        init_bottleneck_projection(down->weight, down->bias, init, false);
+        init_bottleneck_projection(up->weight, up->bias, init, true);
+      }
       auto module = std::make_shared<BottleneckModule>(down.ptr(), up, non_linearity, config["scaling"], heads * head_dim);
       module->set_dropout(dropout);
       module->to(options.device(), options.dtype().toScalarType());

@@ -527,10 +527,10 @@ bool PeftModel::supports_kv_cache() const {
 
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   state_->row_adapters = nullptr;
-  if (inputs.use_cache && !supports_kv_cache())
+  if (inputs.use_cache && !state_->disabled)
     for (const auto& name : state_->active)
-      if (!adapter(name).tuner->supports_kv_cache(adapter(name).config))
-        fail(ErrorKind::InvalidArgument, "adapter '" + name + "' (" + adapter(name).tuner->peft_type() +
+      if (const Adapter& a = adapter(name); !a.tuner->supports_kv_cache(a.config))
+        fail(ErrorKind::InvalidArgument, "adapter '" + name + "' (" + a.tuner->peft_type() +
                                              ") gates by the mean over the whole sequence, which a KV cache cannot "
                                              "extend token by token: call forward with use_cache false (generate() "
                                              "recomputes the sequence itself)");

@@ -58,6 +58,15 @@ at::Tensor sequence_gate(const at::Tensor& x, const at::Tensor& weight, const at
 // The same with the weight and bias of a Linear.
 at::Tensor sequence_gate(const at::Tensor& x, torch::nn::Module& gate);
 
+// The activation named by a non_linearity field (transformers' names and AdapterHub's "leakyrelu");
+// Error(InvalidArgument) naming `field` for an unknown name.
+models::Activation bottleneck_activation(const std::string& non_linearity, const std::string& field);
+
+// AdapterHub's init_weights for one projection of a bottleneck: bias zero; weight "bert" N(0, 0.02), "houlsby"
+// truncated N(0, 0.01), "mam_adapter" Kaiming-uniform (nn.Linear's own) for the down projection and zero for the up
+// projection, so that the adapter starts as the identity.
+void init_bottleneck_projection(const at::Tensor& weight, const at::Tensor& bias, const std::string& how, bool up);
+
 // The bottleneck width of `config` for hidden width `width`: bottleneck_size, else width / reduction_factor (>= 1).
 int64_t bottleneck_width(const nlohmann::json& config, int64_t width);
 

@@ -97,7 +97,7 @@ std::string delta_checkpoint_key(const std::string& model_key, const std::string
 nlohmann::json delta_targets(models::Model& model, const std::vector<Sublayer>& sublayers, Insertion insertion,
                              const std::vector<int64_t>& leave_out, const std::string& method);
 
-// The transformer layer index in a module path ("model.layers.3.mlp" -> 3).
+// The transformer layer index in a module path ("model.layers.3.mlp" -> 3, "decoder.block.2.layer.0.SelfAttention" -> 2).
 int64_t layer_of(const std::string& path);
 
 // Linear or GPT-2 Conv1D, or a DeltaLayer (a second adapter on the same module).

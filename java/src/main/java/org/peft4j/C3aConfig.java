@@ -17,7 +17,7 @@ public final class C3aConfig extends TunerConfig {
     }
 
     /** Builds a {@link C3aConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, C3aConfig> {
+    public static final class Builder extends TunerConfig.LayerIndexBuilder<Builder, C3aConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -51,21 +51,6 @@ public final class C3aConfig extends TunerConfig {
         /** {@code init_weights}: true: zero kernels, the adapter starts as the identity; false: xavier_uniform. */
         public Builder initWeights(boolean initWeights) {
             return set("init_weights", initWeights);
-        }
-
-        /** {@code layers_to_transform}: only these layer indices. */
-        public Builder layersToTransform(int... layersToTransform) {
-            return setInts("layers_to_transform", layersToTransform);
-        }
-
-        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
-        public Builder layersPattern(String layersPattern) {
-            return set("layers_pattern", layersPattern);
-        }
-
-        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
-        public Builder modulesToSave(String... modulesToSave) {
-            return setNames("modules_to_save", modulesToSave);
         }
     }
 }

@@ -17,7 +17,7 @@ public final class LoHaConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoHaConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, LoHaConfig> {
+    public static final class Builder extends LycorisBuilder<Builder, LoHaConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -31,31 +31,6 @@ public final class LoHaConfig extends TunerConfig {
         /** {@code r}: the rank of each factor pair (default 8). */
         public Builder r(int r) {
             return setPositive("r", r);
-        }
-
-        /** {@code alpha}: the scaling numerator, scaling = alpha / r (default 8). */
-        public Builder alpha(double alpha) {
-            return set("alpha", alpha);
-        }
-
-        /** {@code rank_dropout}: dropout over the rank dimension in training (default 0). */
-        public Builder rankDropout(double rankDropout) {
-            return setProbability("rank_dropout", rankDropout);
-        }
-
-        /** {@code module_dropout}: probability of skipping the whole adapter for a batch in training (default 0). */
-        public Builder moduleDropout(double moduleDropout) {
-            return setProbability("module_dropout", moduleDropout);
-        }
-
-        /** {@code rank_pattern}: per-module ranks, keys matched as PEFT's get_pattern_key does. */
-        public Builder rankPattern(Map<String, Integer> rankPattern) {
-            return setPattern("rank_pattern", rankPattern);
-        }
-
-        /** {@code alpha_pattern}: per-module alpha. */
-        public Builder alphaPattern(Map<String, Double> alphaPattern) {
-            return setPattern("alpha_pattern", alphaPattern);
         }
 
         /** {@code init_weights}: true (the default): the second factor pair starts at zero, so the adapter starts as the identity; false: random. */

@@ -16,7 +16,7 @@ public final class LoKrConfig extends TunerConfig {
     }
 
     /** Builds a {@link LoKrConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, LoKrConfig> {
+    public static final class Builder extends LycorisBuilder<Builder, LoKrConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -32,21 +32,6 @@ public final class LoKrConfig extends TunerConfig {
             return setPositive("r", r);
         }
 
-        /** {@code alpha}: the scaling numerator, scaling = alpha / r (default 8). */
-        public Builder alpha(double alpha) {
-            return set("alpha", alpha);
-        }
-
-        /** {@code rank_dropout}: dropout over the rank dimension in training (default 0). */
-        public Builder rankDropout(double rankDropout) {
-            return setProbability("rank_dropout", rankDropout);
-        }
-
-        /** {@code module_dropout}: probability of skipping the whole adapter for a batch in training (default 0). */
-        public Builder moduleDropout(double moduleDropout) {
-            return setProbability("module_dropout", moduleDropout);
-        }
-
         /** {@code rank_dropout_scale}: rescale by the kept fraction under rank dropout (default false). */
         public Builder rankDropoutScale(boolean rankDropoutScale) {
             return set("rank_dropout_scale", rankDropoutScale);
@@ -60,16 +45,6 @@ public final class LoKrConfig extends TunerConfig {
         /** {@code decompose_factor}: the factor the dimensions are split by, -1 for the most balanced split (default -1). */
         public Builder decomposeFactor(int decomposeFactor) {
             return set("decompose_factor", decomposeFactor);
-        }
-
-        /** {@code rank_pattern}: per-module ranks. */
-        public Builder rankPattern(Map<String, Integer> rankPattern) {
-            return setPattern("rank_pattern", rankPattern);
-        }
-
-        /** {@code alpha_pattern}: per-module alpha. */
-        public Builder alphaPattern(Map<String, Double> alphaPattern) {
-            return setPattern("alpha_pattern", alphaPattern);
         }
 
         /** {@code init_weights}: true (the default): the right factor starts at zero (identity); false: random. */

@@ -17,7 +17,7 @@ public final class RandLoraConfig extends TunerConfig {
     }
 
     /** Builds a {@link RandLoraConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.TargetedBuilder<Builder, RandLoraConfig> {
+    public static final class Builder extends TunerConfig.LayerIndexBuilder<Builder, RandLoraConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -76,21 +76,6 @@ public final class RandLoraConfig extends TunerConfig {
         /** {@code init_weights}: true (the default): one scaling starts at zero (identity). */
         public Builder initWeights(boolean initWeights) {
             return set("init_weights", initWeights);
-        }
-
-        /** {@code layers_to_transform}: only these layer indices. */
-        public Builder layersToTransform(int... layersToTransform) {
-            return setInts("layers_to_transform", layersToTransform);
-        }
-
-        /** {@code layers_pattern}: the name of the layer list ("layers", "h", ...) when indices are given. */
-        public Builder layersPattern(String layersPattern) {
-            return set("layers_pattern", layersPattern);
-        }
-
-        /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
-        public Builder modulesToSave(String... modulesToSave) {
-            return setNames("modules_to_save", modulesToSave);
         }
     }
 }

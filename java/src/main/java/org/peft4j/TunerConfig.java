@@ -151,19 +151,13 @@ public abstract class TunerConfig implements AdapterConfig {
     }
 
     /**
-     * The builder of methods that also take PEFT's layer selection: excluded modules, layer indices and the modules
-     * trained in full beside the adapter.
+     * The builder of methods that take PEFT's layer indices and the modules trained in full beside the adapter.
      *
      * @param <B> the method's builder
      * @param <C> the method's config
      */
-    public abstract static class LayerSelectingBuilder<B extends LayerSelectingBuilder<B, C>, C extends TunerConfig>
+    public abstract static class LayerIndexBuilder<B extends LayerIndexBuilder<B, C>, C extends TunerConfig>
             extends TargetedBuilder<B, C> {
-        /** {@code exclude_modules}: names never adapted. */
-        public final B excludeModules(String... names) {
-            return setNames("exclude_modules", names);
-        }
-
         /** {@code layers_to_transform}: only these layer indices. */
         public final B layersToTransform(int... layers) {
             return setInts("layers_to_transform", layers);
@@ -177,6 +171,20 @@ public abstract class TunerConfig implements AdapterConfig {
         /** {@code modules_to_save}: modules trained in full and saved with the adapter (e.g. "classifier"). */
         public final B modulesToSave(String... names) {
             return setNames("modules_to_save", names);
+        }
+    }
+
+    /**
+     * The builder of methods that also take PEFT's {@code exclude_modules}.
+     *
+     * @param <B> the method's builder
+     * @param <C> the method's config
+     */
+    public abstract static class LayerSelectingBuilder<B extends LayerSelectingBuilder<B, C>, C extends TunerConfig>
+            extends LayerIndexBuilder<B, C> {
+        /** {@code exclude_modules}: names never adapted. */
+        public final B excludeModules(String... names) {
+            return setNames("exclude_modules", names);
         }
     }
 }
