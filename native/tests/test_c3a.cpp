@@ -78,7 +78,7 @@ TEST(C3A, RefusesBadOptionsNamingTheField) {
   expect_error(add({{"block_size_pattern", {{"q_proj", "big"}}}}), ErrorKind::InvalidArgument, "'block_size_pattern'");
   EXPECT_TRUE(model->adapter_names().empty());
   auto gpt2 = peft("gpt2");  // Conv1D is not a C3A target (PEFT takes nn.Linear only)
-  expect_error([&] { gpt2->add_adapter("x", c3a({{"target_modules", {"c_attn"}}})); }, ErrorKind::InvalidArgument, "c_attn");
+  expect_error([&] { gpt2->add_adapter("x", c3a({{"target_modules", {"c_attn"}}})); }, ErrorKind::Unsupported, "c_attn");
 }
 
 }  // namespace

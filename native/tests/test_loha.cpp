@@ -25,6 +25,11 @@ nlohmann::json config(nlohmann::json changes = nlohmann::json::object()) {
   return c;
 }
 
+// A layer built by hand reads its adapter's config as the tuner hands it over: with the method's defaults filled.
+nlohmann::json normalized(const nlohmann::json& c) {
+  return peft4j::tuners::tuner_for(c["peft_type"].get<std::string>()).normalize_config(c);
+}
+
 at::Tensor param(PeftModel& model, const std::string& name) {
   auto params = model.named_parameters(true);
   const auto* p = params.find(name);
@@ -124,7 +129,7 @@ TEST(Loha, DropoutsActInTrainingOnly) {
   auto state = std::make_shared<peft4j::tuners::AdapterState>();
   state->active = {"default"};
   auto layer = std::make_shared<peft4j::tuners::LohaLayer>(linear.ptr(), state);
-  layer->add("default", 4, 4, config({{"init_weights", false}, {"rank_dropout", 0.5}}), true);
+  layer->add("default", 4, 4, normalized(config({{"init_weights", false}, {"rank_dropout", 0.5}})), true);
   at::Tensor x = at::randn({3, 16});
   at::NoGradGuard no_grad;
   layer->eval();
@@ -147,7 +152,7 @@ TEST(Loha, DropoutsActInTrainingOnly) {
   EXPECT_NEAR(factor, 8.0 / kept, 1e-4);
 
   // module_dropout 1 drops the whole adapter in training, never in evaluation.
-  layer->add("off", 4, 4, config({{"init_weights", false}, {"module_dropout", 1.0}}), true);
+  layer->add("off", 4, 4, normalized(config({{"init_weights", false}, {"module_dropout", 1.0}})), true);
   state->active = {"off"};
   EXPECT_TRUE(at::equal(layer->forward(x), linear(x)));
   layer->eval();

@@ -33,6 +33,11 @@ std::map<std::string, std::vector<int64_t>> shapes(PeftModel& model, const std::
   return out;
 }
 
+// A layer built by hand reads its adapter's config as the tuner hands it over: with the method's defaults filled.
+nlohmann::json normalized(const nlohmann::json& c) {
+  return peft4j::tuners::tuner_for(c["peft_type"].get<std::string>()).normalize_config(c);
+}
+
 at::Tensor param(PeftModel& model, const std::string& name) {
   auto params = model.named_parameters(true);
   const auto* p = params.find(name);
@@ -134,7 +139,7 @@ TEST(Lokr, RankDropoutRescalesOnlyWhenAsked) {
   for (bool scale : {false, true}) {
     auto layer = std::make_shared<peft4j::tuners::LokrLayer>(linear.ptr(), state);
     state->active = {"default"};
-    layer->add("default", 1, 1, config({{"init_weights", false}, {"rank_dropout", 0.5}, {"rank_dropout_scale", scale}}),
+    layer->add("default", 1, 1, normalized(config({{"init_weights", false}, {"rank_dropout", 0.5}, {"rank_dropout_scale", scale}})),
                true);
     at::Tensor delta = at::linear(x, layer->delta_weight("default"));
     layer->train();

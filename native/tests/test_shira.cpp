@@ -66,7 +66,7 @@ TEST(Shira, RefusesBadOptionsNamingTheField) {
   EXPECT_TRUE(model->adapter_names().empty());
   // Conv1D is not a SHiRA target (PEFT takes nn.Linear only).
   auto gpt2 = peft("gpt2");
-  expect_error([&] { gpt2->add_adapter("x", shira({{"target_modules", {"c_attn"}}})); }, ErrorKind::InvalidArgument, "c_attn");
+  expect_error([&] { gpt2->add_adapter("x", shira({{"target_modules", {"c_attn"}}})); }, ErrorKind::Unsupported, "c_attn");
 }
 
 }  // namespace

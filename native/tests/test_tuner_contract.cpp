@@ -1,7 +1,7 @@
-// The contract every registered method keeps, run on the golden case of each method:
+// The contract every registered method keeps, run on the golden case of each method (the methods without one run the
+// same contract on generated cases, test_generated_contract.cpp):
 // inject -> forward equals the base at identity init -> 20 training steps lower the loss -> save -> load into a
 // fresh base gives identical logits -> merge equals unmerged -> unmerge restores the base weights.
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -14,40 +14,16 @@
 #include "peft4j/tuners/peft_model.h"
 #include "peft4j/tuners/tuner.h"
 
+#include "contract_cases.h"
+
 namespace {
 
 using peft4j::tuners::PeftModel;
 
-const std::string kGolden = std::string(PEFT4J_SOURCE_DIR) + "/python-parity/golden";
+using contract_cases::GoldenCase;
+using contract_cases::kGolden;
 
-struct ContractCase {
-  std::string name;
-  std::string method;
-  std::string base;  // model directory
-};
-
-// Golden single-adapter cases of registered methods (one per method and architecture).
-std::vector<ContractCase> contract_cases() {
-  std::vector<ContractCase> out;
-  DIR* d = ::opendir((kGolden + "/cases").c_str());
-  if (!d) return out;
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) names.push_back(e->d_name);
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  auto registered = peft4j::tuners::registered_tuners();
-  for (const auto& name : names) {
-    std::string folder = kGolden + "/cases/" + name;
-    if (!peft4j::io::is_regular_file(folder + "/case.json")) continue;
-    auto spec = peft4j::io::read_json_file(folder + "/case.json");
-    std::string method = spec.value("method", "");
-    if (!spec.contains("adapter") || !std::count(registered.begin(), registered.end(), method)) continue;
-    out.push_back({name, method, folder + "/" + spec["base_model"].get<std::string>()});
-  }
-  return out;
-}
-
-class TunerContract : public ::testing::TestWithParam<ContractCase> {
+class TunerContract : public ::testing::TestWithParam<GoldenCase> {
  protected:
   std::string folder() const { return kGolden + "/cases/" + GetParam().name; }
   peft4j::models::ModelInputs batch(bool labels) const {
@@ -123,7 +99,12 @@ TEST_P(TunerContract, IdentityTrainSaveLoadMerge) {
   model->save_adapter(out, "default");
   auto fresh = std::make_shared<PeftModel>(peft4j::models::load_model(c.base));
   fresh->load_adapter(out, "default");
-  EXPECT_TRUE(at::equal(logits(*fresh), trained)) << c.name << ": reloaded adapter gives other logits";
+  // AdaLoRA's file drops the pruned ranks (PEFT's format), so the reloaded layers multiply smaller matrices whose f32
+  // sums may round differently (1.8e-7 seen with AVX-512 OpenBLAS kernels); every other method reloads bit for bit.
+  if (c.method == "ADALORA")
+    EXPECT_TRUE(at::allclose(logits(*fresh), trained, 1e-5, 1e-6)) << c.name << ": reloaded adapter gives other logits";
+  else
+    EXPECT_TRUE(at::equal(logits(*fresh), trained)) << c.name << ": reloaded adapter gives other logits";
 
   // 4. merge equals unmerged; unmerge restores the base weights
   bool mergeable = true;
@@ -146,7 +127,19 @@ TEST_P(TunerContract, IdentityTrainSaveLoadMerge) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, TunerContract, ::testing::ValuesIn(contract_cases()),
-                         [](const ::testing::TestParamInfo<ContractCase>& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Golden, TunerContract, ::testing::ValuesIn(contract_cases::golden_cases()),
+                         [](const ::testing::TestParamInfo<GoldenCase>& info) { return info.param.name; });
+
+// Every registered method runs through the contract: a method registered without a golden or generated case fails
+// here, naming it (as does a case for a method that is not registered).
+TEST(ContractCoverage, EveryRegisteredMethodHasAContractCase) {
+  const auto registered = peft4j::tuners::registered_tuners();
+  const std::set<std::string> methods(registered.begin(), registered.end());
+  const std::set<std::string> covered = contract_cases::covered_methods();
+  for (const auto& m : methods)
+    EXPECT_TRUE(covered.count(m)) << m << " is registered but has no contract case: add a row to "
+                                  << "generated_cases() in native/tests/contract_cases.h";
+  for (const auto& m : covered) EXPECT_TRUE(methods.count(m)) << m << " has a contract case but is not registered";
+}
 
 }  // namespace

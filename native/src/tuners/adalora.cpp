@@ -10,36 +10,11 @@
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/lora.h"
 
 namespace peft4j::tuners {
 
 namespace {
-
-// Every field of PEFT 0.21's AdaLoraConfig (LoraConfig's fields plus the allocator's) with its default.
-const nlohmann::json kDefaults = {
-    {"peft_type", "ADALORA"}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr}, {"revision", nullptr},
-    {"inference_mode", false}, {"auto_mapping", nullptr}, {"r", 8}, {"target_modules", nullptr},
-    {"exclude_modules", nullptr}, {"lora_alpha", 8}, {"lora_dropout", 0.0}, {"fan_in_fan_out", false},
-    {"bias", "none"}, {"use_rslora", false}, {"modules_to_save", nullptr}, {"init_lora_weights", true},
-    {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"rank_pattern", nullptr},
-    {"alpha_pattern", nlohmann::json::object()}, {"megatron_config", nullptr}, {"megatron_core", "megatron.core"},
-    {"trainable_token_indices", nullptr}, {"loftq_config", nlohmann::json::object()}, {"eva_config", nullptr},
-    {"corda_config", nullptr}, {"use_dora", false}, {"use_qalora", false}, {"qalora_group_size", 16},
-    {"layer_replication", nullptr}, {"lora_bias", false}, {"target_parameters", nullptr},
-    {"alora_invocation_tokens", nullptr}, {"arrow_config", nullptr}, {"ensure_weight_tying", false},
-    {"kasa_config", nullptr}, {"lora_ga_config", nullptr}, {"monteclora_config", nullptr}, {"use_bdlora", nullptr},
-    {"velora_config", nullptr}, {"target_r", 8}, {"init_r", 12}, {"tinit", 0}, {"tfinal", 0}, {"deltaT", 1},
-    {"beta1", 0.85}, {"beta2", 0.85}, {"orth_reg_weight", 0.5}, {"total_step", nullptr}};
-
-// LoraConfig options that AdaLoRA's layers do not reproduce in peft4j: refused by name when set.
-const char* kUnsupportedWhenSet[] = {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
-                                     "layer_replication", "target_parameters", "alora_invocation_tokens",
-                                     "arrow_config", "kasa_config", "lora_ga_config", "monteclora_config",
-                                     "velora_config", "use_bdlora"};
-
-bool is_set(const nlohmann::json& v) {
-  return !(v.is_null() || (v.is_object() && v.empty()) || (v.is_array() && v.empty()) || (v.is_boolean() && !v.get<bool>()));
-}
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -76,70 +51,58 @@ std::vector<std::pair<std::string, AdaLoraLayer*>> adalora_layers(const NamedLay
   return out;
 }
 
-class AdaLoraTuner : public Tuner {
+class AdaLoraTuner : public WrappingTuner<AdaLoraLayer> {
  public:
-  std::string peft_type() const override { return "ADALORA"; }
+  AdaLoraTuner() : WrappingTuner({"ADALORA", defaults(), kLinear | kConv1D, {{"init_lora_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    for (const char* field : kUnsupportedWhenSet)
-      if (is_set(config[field]))
-        fail(ErrorKind::Unsupported, std::string("ADALORA config field '") + field +
-                                         "' is not supported by peft4j (value " + config[field].dump() + ")");
-    if (config_bool(config, "use_qalora", false))
-      fail(ErrorKind::Unsupported, "ADALORA config field 'use_qalora' is not supported by peft4j");
-    if (config_bool(config, "ensure_weight_tying", false))
-      fail(ErrorKind::Unsupported, "ADALORA config field 'ensure_weight_tying' is not supported by peft4j");
-    // PEFT's AdaLoraConfig refuses these itself.
-    if (config_bool(config, "use_dora", false))
+ protected:
+  // LoraConfig's fields plus the rank allocator's; PEFT's AdaLoraConfig has no rank_pattern by default.
+  static nlohmann::json defaults() {
+    nlohmann::json d = lora_config_defaults("ADALORA");
+    d.update({{"rank_pattern", nullptr}, {"target_r", 8}, {"init_r", 12}, {"tinit", 0}, {"tfinal", 0}, {"deltaT", 1},
+              {"beta1", 0.85}, {"beta2", 0.85}, {"orth_reg_weight", 0.5}, {"total_step", nullptr}});
+    return d;
+  }
+
+  void validate(nlohmann::json& config) const override {
+    // PEFT's AdaLoraConfig refuses DoRA itself.
+    if (config_bool(config, "use_dora"))
       fail(ErrorKind::InvalidArgument, "ADALORA config field 'use_dora': AdaLoRA does not support DoRA");
-    if (is_set(config["loftq_config"]))
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'loftq_config': AdaLoRA does not support LoftQ");
+    refuse_unsupported_lora_options(config);
     if (!config["init_lora_weights"].is_boolean())
       fail(ErrorKind::Unsupported, "ADALORA config field 'init_lora_weights' = " + config["init_lora_weights"].dump() +
                                        " is not supported by peft4j (true or false)");
-    const int64_t total_step = config_int(config, "total_step", 0);
-    if (total_step <= 0)
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'total_step' must be a positive integer (AdaLoRA's schedule "
-                                       "needs it), got " + config["total_step"].dump());
-    const int64_t tinit = config_int(config, "tinit", 0);
-    const int64_t tfinal = config_int(config, "tfinal", 0);
+    const int64_t total_step = config_positive_int(config, "total_step");
+    const int64_t tinit = config_int(config, "tinit");
+    const int64_t tfinal = config_int(config, "tfinal");
     if (tinit < 0 || tfinal < 0)
       fail(ErrorKind::InvalidArgument, "ADALORA config fields 'tinit' and 'tfinal' must not be negative");
     if (tinit >= total_step - tfinal)
       fail(ErrorKind::InvalidArgument, "ADALORA config fields 'tinit' (" + std::to_string(tinit) + ") and 'tfinal' (" +
                                            std::to_string(tfinal) + ") leave no budgeting phase within 'total_step' (" +
                                            std::to_string(total_step) + ")");
-    if (config_int(config, "deltaT", 1) <= 0)
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'deltaT' must be a positive integer, got " +
-                                           config["deltaT"].dump());
+    config_positive_int(config, "deltaT");
     for (const char* beta : {"beta1", "beta2"}) {
-      double b = config_double(config, beta, 0.85);
+      double b = config_double(config, beta);
       if (!(b > 0 && b < 1))
         fail(ErrorKind::InvalidArgument, std::string("ADALORA config field '") + beta + "' must be in (0, 1), got " +
                                              config[beta].dump());
     }
-    if (config_double(config, "orth_reg_weight", 0.5) < 0)
+    if (config_double(config, "orth_reg_weight") < 0)
       fail(ErrorKind::InvalidArgument, "ADALORA config field 'orth_reg_weight' must be >= 0, got " +
                                            config["orth_reg_weight"].dump());
     for (const char* rank : {"init_r", "target_r"})
-      if (config_int(config, rank, 0) < 0)
+      if (config_int(config, rank) < 0)
         fail(ErrorKind::InvalidArgument, std::string("ADALORA config field '") + rank + "' must be >= 0, got " +
                                              config[rank].dump());
-    double dropout = config_double(config, "lora_dropout", 0.0);
-    if (dropout < 0 || dropout >= 1)
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'lora_dropout' must be in [0, 1), got " +
-                                           config["lora_dropout"].dump());
-    config_double(config, "lora_alpha", 8);
-    std::string bias = config_string(config, "bias", "none");
-    if (bias != "none" && bias != "all" && bias != "lora_only")
-      fail(ErrorKind::InvalidArgument, "ADALORA config field 'bias' must be \"none\", \"all\" or \"lora_only\", got \"" +
-                                           bias + "\"");
+    config_probability(config, "lora_dropout");
+    config_double(config, "lora_alpha");
+    config_choice(config, "bias", {"none", "all", "lora_only"});
     const auto& pattern = config["rank_pattern"];
     if (!pattern.is_null()) {
       if (!pattern.is_object())
         fail(ErrorKind::InvalidArgument, "ADALORA config field 'rank_pattern' must be an object of boolean lists");
-      const int64_t init_r = config_int(config, "init_r", 12);
+      const int64_t init_r = config_int(config, "init_r");
       for (auto it = pattern.begin(); it != pattern.end(); ++it) {
         bool booleans = it.value().is_array() && std::all_of(it.value().begin(), it.value().end(),
                                                              [](const nlohmann::json& b) { return b.is_boolean(); });
@@ -148,43 +111,27 @@ class AdaLoraTuner : public Tuner {
                                                "' must list init_r (" + std::to_string(init_r) + ") booleans");
       }
     }
-    require_target_modules(config);
-    return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m) ||
-           dynamic_cast<const AdaLoraLayer*>(&m);
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<AdaLoraLayer>(target);
-    if (!layer) layer = std::make_shared<AdaLoraLayer>(target, ctx.state);
-    const int64_t init_r = config_int(ctx.config, "init_r", 12);
+  void add(AdaLoraLayer& layer, const InjectContext& ctx) const override {
+    const int64_t init_r = config_int(ctx.config, "init_r");
     int64_t r = init_r;
     // A saved rank pattern sizes the layer to the ranks kept, as PEFT's resize_modules_by_rank_pattern does on load;
     // ranknum stays init_r.
     if (const auto* entry = pattern_for(ctx.config, ctx.key, ctx.adapter))
       r = std::count(entry->begin(), entry->end(), true);
-    layer->add(ctx.adapter, r, init_r, config_double(ctx.config, "lora_alpha", 8),
-               config_double(ctx.config, "lora_dropout", 0.0), !ctx.config["init_lora_weights"].get<bool>());
-    return layer;
+    layer.add(ctx.adapter, r, init_r, config_double(ctx.config, "lora_alpha"), config_double(ctx.config, "lora_dropout"),
+              !ctx.config["init_lora_weights"].get<bool>());
   }
 
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_lora_weights"] = true;
-    return identity;
-  }
-
+ public:
   // PEFT's AdaLoraModel.forward adds orth_reg_weight · mean over A and B of ‖P Pᵀ − I‖_F (A) / ‖Pᵀ P − I‖_F (B) to
   // every loss computed with labels, in eval mode and with adapters disabled too, for its trainable adapter.
   bool loss_term_always() const override { return true; }
 
   at::Tensor training_loss_term(const NamedLayers& layers, const std::string& adapter,
                                 const nlohmann::json& config) const override {
-    const double weight = config_double(config, "orth_reg_weight", 0.5);
+    const double weight = config_double(config, "orth_reg_weight");
     auto ada = adalora_layers(layers, adapter);
     // An adapter loaded for inference is not PEFT's trainable adapter: no regulariser.
     if (weight == 0 || ada.empty() || !ada.front().second->lora_a(adapter).requires_grad()) return at::Tensor();
@@ -211,24 +158,24 @@ class AdaLoraTuner : public Tuner {
                             int64_t step) const override {
     auto ada = adalora_layers(layers, adapter);
     if (ada.empty()) return;
-    const int64_t total = config_int(config, "total_step", 0);
-    const int64_t tinit = config_int(config, "tinit", 0);
-    const int64_t tfinal = config_int(config, "tfinal", 0);
+    const int64_t total = config_int(config, "total_step");
+    const int64_t tinit = config_int(config, "tinit");
+    const int64_t tfinal = config_int(config, "tfinal");
     const int64_t n = static_cast<int64_t>(ada.size());
     // The budget counts the ranks the layers were created with (PEFT sizes it before any saved pattern shrinks them).
-    const int64_t init_budget = config_int(config, "init_r", 12) * n;
-    const int64_t target_budget = config_int(config, "target_r", 8) * n;
+    const int64_t init_budget = config_int(config, "init_r") * n;
+    const int64_t target_budget = config_int(config, "target_r") * n;
     auto budget_at = [&](int64_t s) -> std::pair<int64_t, bool> {
       if (s <= tinit) return {init_budget, false};
       if (s > total - tfinal) return {target_budget, true};
       double mul = 1.0 - static_cast<double>(s - tinit) / static_cast<double>(total - tfinal - tinit);
       auto budget = static_cast<int64_t>(static_cast<double>(init_budget - target_budget) * (mul * mul * mul) +
                                          static_cast<double>(target_budget));
-      return {budget, s % config_int(config, "deltaT", 1) == 0};
+      return {budget, s % config_int(config, "deltaT") == 0};
     };
     if (step < total - tfinal) {
       for (auto& [path, layer] : ada)
-        layer->update_importance(adapter, config_double(config, "beta1", 0.85), config_double(config, "beta2", 0.85));
+        layer->update_importance(adapter, config_double(config, "beta1"), config_double(config, "beta2"));
       auto [budget, mask] = budget_at(step);
       if (mask) config["rank_pattern"] = mask_to_budget(ada, adapter, init_budget - budget, step);
     } else if (step == total - tfinal) {
@@ -299,11 +246,8 @@ class AdaLoraTuner : public Tuner {
 }  // namespace
 
 AdaLoraLayer::AdaLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
-  const LinearShape shape = wrapped_linear_shape(*base, "ADALORA");
-  in_features_ = shape.in_features;
-  out_features_ = shape.out_features;
-  fan_in_fan_out_ = shape.fan_in_fan_out;
+    : WeightDeltaLayer(base, std::move(state)) {
+  shape_ = wrapped_linear_shape(*base, "ADALORA");
   // PEFT's parameter order: lora_A, lora_B, lora_E.
   lora_A_ = register_module("lora_A", std::make_shared<AdapterDict>());
   lora_B_ = register_module("lora_B", std::make_shared<AdapterDict>());
@@ -318,9 +262,9 @@ void AdaLoraLayer::add(const std::string& adapter, int64_t r, int64_t ranknum, d
   at::NoGradGuard no_grad;
   at::Tensor w = base_layer()->named_parameters(false)["weight"];
   auto options = w.options().requires_grad(false);
-  at::Tensor a = at::randn({r, in_features_}, options);
+  at::Tensor a = at::randn({r, shape_.in_features}, options);
   at::Tensor e = at::randn({r, 1}, options);
-  at::Tensor b = at::randn({out_features_, r}, options);
+  at::Tensor b = at::randn({shape_.out_features, r}, options);
   if (!random_init) {
     e.zero_();
     a.normal_(0.0, 0.02);
@@ -350,20 +294,8 @@ at::Tensor AdaLoraLayer::apply(const at::Tensor& x, const at::Tensor& result, co
 
 at::Tensor AdaLoraLayer::delta_weight(const std::string& adapter) const {
   at::Tensor ba = at::matmul(lora_b(adapter), lora_a(adapter) * lora_e(adapter));
-  if (fan_in_fan_out_) ba = ba.t();
+  if (shape_.fan_in_fan_out) ba = ba.t();
   return ba * scaling_.at(adapter) / (ranknum_.at(adapter) + 1e-5);
-}
-
-void AdaLoraLayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = base_layer()->named_parameters(false)["weight"];
-  w.add_(delta_weight(adapter).to(w.scalar_type()));
-}
-
-void AdaLoraLayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = base_layer()->named_parameters(false)["weight"];
-  w.sub_(delta_weight(adapter).to(w.scalar_type()));
 }
 
 void AdaLoraLayer::forget_adapter(const std::string& adapter) {

@@ -24,8 +24,8 @@ class AdapterBiasTuner : public Tuner {
 
   nlohmann::json normalize_config(const nlohmann::json& input) const override {
     nlohmann::json config = with_defaults(input, kDefaults);
-    config_bool(config, "init_weights", true);
-    config_bool(config, "adapter_drop", false);
+    config_bool(config, "init_weights");
+    config_bool(config, "adapter_drop");
     return config;
   }
 
@@ -45,7 +45,7 @@ class AdapterBiasTuner : public Tuner {
 
   std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
                                             const InjectContext& ctx) const override {
-    auto module = std::make_shared<AdapterBiasModule>(delta_width(*target), config_bool(ctx.config, "init_weights", true));
+    auto module = std::make_shared<AdapterBiasModule>(delta_width(*target), config_bool(ctx.config, "init_weights"));
     return inject_delta(target, ctx, kType, module, Insertion::Sequential);
   }
 

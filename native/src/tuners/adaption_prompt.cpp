@@ -26,13 +26,13 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // adapter_layers of them.
 std::vector<std::pair<std::string, std::shared_ptr<models::LlamaAttentionImpl>>> adapted_attentions(
     models::Model& model, const nlohmann::json& config) {
-  const std::string target = config_string(config, "target_modules", "self_attn");
+  const std::string target = config_string(config, "target_modules");
   std::vector<std::pair<std::string, std::shared_ptr<models::LlamaAttentionImpl>>> all;
   for (const auto& item : model.named_modules("", false))
     if (ends_with(item.key(), target))
       if (auto attention = std::dynamic_pointer_cast<models::LlamaAttentionImpl>(item.value()))
         all.emplace_back(item.key(), attention);
-  const int64_t layers = config_int(config, "adapter_layers", 0);
+  const int64_t layers = config_int(config, "adapter_layers");
   if (static_cast<int64_t>(all.size()) < layers)
     fail(ErrorKind::InvalidArgument, "ADAPTION_PROMPT config field 'adapter_layers' (" + std::to_string(layers) +
                                          ") exceeds the model's " + std::to_string(all.size()) + " '" + target +
@@ -50,7 +50,7 @@ class AdaptionPromptTuner : public ModelLevelTuner {
     for (const char* field : {"adapter_len", "adapter_layers"}) {
       if (config[field].is_null())
         fail(ErrorKind::InvalidArgument, std::string("ADAPTION_PROMPT config field '") + field + "' is required");
-      if (config_int(config, field, 0) <= 0)
+      if (config_int(config, field) <= 0)
         fail(ErrorKind::InvalidArgument, std::string("ADAPTION_PROMPT config field '") + field +
                                              "' must be positive, got " + config[field].dump());
     }
@@ -79,7 +79,7 @@ class AdaptionPromptTuner : public ModelLevelTuner {
   std::shared_ptr<torch::nn::Module> attach(models::Model& model, const std::string& adapter,
                                             const nlohmann::json& config, const std::shared_ptr<AdapterState>& state,
                                             bool) const override {
-    const int64_t length = config_int(config, "adapter_len", 0);
+    const int64_t length = config_int(config, "adapter_len");
     const int64_t kv_heads = model.num_kv_heads(), head_dim = model.head_dim();
     auto attentions = adapted_attentions(model, config);
     for (const auto& [path, attention] : attentions)

@@ -17,16 +17,12 @@ const nlohmann::json kDefaults = {{"peft_type", kType}, {"task_type", nullptr}, 
                                   {"revision", nullptr}, {"inference_mode", false}, {"target_modules", nullptr},
                                   {"exclude_modules", nullptr}, {"modules_to_save", nullptr}};
 
-class BitFitTuner : public Tuner {
+// BitFit trains copies of the targeted modules' biases; every new adapter starts as the identity.
+class BitFitTuner : public WrappingTuner<BitFitLayer> {
  public:
-  std::string peft_type() const override { return kType; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    config_strings(config, "target_modules");
-    config_strings(config, "modules_to_save");
-    return config;
-  }
+  BitFitTuner()
+      : WrappingTuner({kType, kDefaults, 0, nlohmann::json::object(), /*requires_target_modules=*/false,
+                       "modules with a bias"}) {}
 
   // The classification head is trained whole, and without target_modules every module with a bias is a target.
   nlohmann::json resolve_for_model(const nlohmann::json& input, models::Model& model) const override {
@@ -48,16 +44,6 @@ class BitFitTuner : public Tuner {
     return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override { return has_bias(m) || dynamic_cast<const BitFitLayer*>(&m); }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<BitFitLayer>(target);
-    if (!layer) layer = std::make_shared<BitFitLayer>(target, ctx.state);
-    layer->add(ctx.adapter);
-    return layer;
-  }
-
   // "<module>.bitfit_bias.<adapter>" -> "<module>.bias", the base model's own key.
   std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
     const std::string tail = std::string(".") + kDict + "." + adapter;
@@ -66,7 +52,13 @@ class BitFitTuner : public Tuner {
     return remove_adapter_name(model_key, adapter);
   }
 
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override { return config; }
+ protected:
+  bool wraps(const torch::nn::Module& m) const override { return has_bias(m); }
+  void validate(nlohmann::json& config) const override {
+    config_strings(config, "target_modules");
+    config_strings(config, "modules_to_save");
+  }
+  void add(BitFitLayer& layer, const InjectContext& ctx) const override { layer.add(ctx.adapter); }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<BitFitTuner>());

@@ -46,14 +46,14 @@ at::Tensor butterfly_permutation(int64_t n, int64_t b, int64_t r) {
   return at::tensor(indices, at::kLong);
 }
 
-class BoftTuner : public Tuner {
+class BoftTuner : public WrappingTuner<BoftLayer> {
  public:
-  std::string peft_type() const override { return "BOFT"; }
+  BoftTuner() : WrappingTuner({"BOFT", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    const int64_t size = config_int(config, "boft_block_size", 4);
-    const int64_t num = config_int(config, "boft_block_num", 0);
+ protected:
+  void validate(nlohmann::json& config) const override {
+    const int64_t size = config_int(config, "boft_block_size");
+    const int64_t num = config_int(config, "boft_block_num");
     if (size < 0)
       fail(ErrorKind::InvalidArgument, "BOFT config field 'boft_block_size' must be >= 0, got " + std::to_string(size));
     if (num < 0)
@@ -62,40 +62,15 @@ class BoftTuner : public Tuner {
       fail(ErrorKind::InvalidArgument, "BOFT config fields 'boft_block_size' (" + std::to_string(size) +
                                            ") and 'boft_block_num' (" + std::to_string(num) +
                                            "): exactly one must be non-zero, the other follows from the layer width");
-    if (config_int(config, "boft_n_butterfly_factor", 1) < 1)
-      fail(ErrorKind::InvalidArgument, "BOFT config field 'boft_n_butterfly_factor' must be a positive integer, got " +
-                                           config["boft_n_butterfly_factor"].dump());
-    double dropout = config_double(config, "boft_dropout", 0.0);
-    if (dropout < 0 || dropout > 1)
-      fail(ErrorKind::InvalidArgument, "BOFT config field 'boft_dropout' must be in [0, 1], got " +
-                                           config["boft_dropout"].dump());
+    config_positive_int(config, "boft_n_butterfly_factor");
+    config_probability(config, "boft_dropout", /*one_allowed=*/true);
     orthogonal::check_bias(config, "BOFT", "boft_only");
-    config_bool(config, "init_weights", true);
-    config_bool(config, "fan_in_fan_out", false);  // concerns Conv1D, which BOFT does not wrap (PEFT resets it)
-    require_target_modules(config);
-    return config;
+    config_bool(config, "init_weights");
+    config_bool(config, "fan_in_fan_out");  // concerns Conv1D, which BOFT does not wrap (PEFT resets it)
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const BoftLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "Linear modules");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<BoftLayer>(target);
-    if (!layer) layer = std::make_shared<BoftLayer>(target, ctx.state);
-    layer->add(ctx.adapter, ctx.config, ctx.key, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(BoftLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, ctx.config, ctx.key, ctx.initialise);
   }
 };
 
@@ -117,9 +92,9 @@ BoftLayer::BoftLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
 bool BoftLayer::has_adapter(const std::string& adapter) const { return permutations_.count(adapter) > 0; }
 
 void BoftLayer::add(const std::string& adapter, const nlohmann::json& config, const std::string& key, bool initialise) {
-  int64_t size = config_int(config, "boft_block_size", 4);
-  int64_t num = config_int(config, "boft_block_num", 0);
-  const int64_t extra = config_int(config, "boft_n_butterfly_factor", 1) - 1;  // the paper's count
+  int64_t size = config_int(config, "boft_block_size");
+  int64_t num = config_int(config, "boft_block_num");
+  const int64_t extra = config_int(config, "boft_n_butterfly_factor") - 1;  // the paper's count
   const std::string where = " for module '" + key + "' with in_features " + std::to_string(in_features_);
   auto invalid = [&](const std::string& what) { fail(ErrorKind::InvalidArgument, "BOFT config " + what + where); };
   if (size == 0) {
@@ -151,14 +126,14 @@ void BoftLayer::add(const std::string& adapter, const nlohmann::json& config, co
   auto options = at::TensorOptions().dtype(w.scalar_type()).device(w.device());
   at::Tensor r = at::zeros({extra + 1, num, size, size}, options);
   at::Tensor s = at::ones({out_features_, 1}, options);
-  if (initialise && !config_bool(config, "init_weights", true)) {
+  if (initialise && !config_bool(config, "init_weights")) {
     r.normal_(0.0, 0.1);
     s.normal_(1.0, 0.1);
   }
   boft_R_->put_parameter(adapter, r);
   boft_s_->put_parameter(adapter, s);
   permutations_[adapter] = std::move(perms);
-  dropout_[adapter] = config_double(config, "boft_dropout", 0.0);
+  dropout_[adapter] = config_double(config, "boft_dropout");
 }
 
 // M = B_k ... B_1 B_0 with B_i = P_i diag(Cayley(R_i blocks)) P_i^T (PEFT's butterfly_oft_mat).

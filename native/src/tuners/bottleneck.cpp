@@ -31,17 +31,18 @@ const nlohmann::json kDefaults = {
     {"leave_out", nlohmann::json::array()}, {"dropout", 0.0}, {"adapter_drop", false}, {"phm_layer", false},
     {"phm_dim", 4}, {"factorized_phm_W", true}, {"shared_W_phm", false}, {"shared_phm_rule", true},
     {"factorized_phm_rule", false}, {"phm_c_init", "normal"}, {"phm_init_range", 0.0001}, {"learn_phm", true},
-    {"hypercomplex_nonlinearity", "glorot-uniform"}, {"phm_rank", 1}, {"phm_bias", true}, {"fusion", nullptr}};
+    {"hypercomplex_nonlinearity", "glorot-uniform"}, {"phm_rank", 1}, {"phm_bias", true}, {"fusion", nullptr},
+    {"average", nullptr}, {"average_weights", nullptr}, {"normalize_weights", true}};
 
 Insertion insertion_of(const nlohmann::json& config) {
-  if (config_bool(config, "is_parallel", false)) return Insertion::Parallel;
-  return config_bool(config, "original_ln_before", false) ? Insertion::NormInput : Insertion::Sequential;
+  if (config_bool(config, "is_parallel")) return Insertion::Parallel;
+  return config_bool(config, "original_ln_before") ? Insertion::NormInput : Insertion::Sequential;
 }
 
 std::vector<Sublayer> sublayers_of(const nlohmann::json& config) {
   std::vector<Sublayer> out;
-  if (config_bool(config, "mh_adapter", false)) out.push_back(Sublayer::Attention);
-  if (config_bool(config, "output_adapter", true)) out.push_back(Sublayer::FeedForward);
+  if (config_bool(config, "mh_adapter")) out.push_back(Sublayer::Attention);
+  if (config_bool(config, "output_adapter")) out.push_back(Sublayer::FeedForward);
   return out;
 }
 
@@ -61,13 +62,13 @@ class BottleneckTuner : public Tuner {
     if (sublayers_of(config).empty())
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config: mh_adapter and output_adapter are both false, so no adapter is placed");
     for (const char* field : {"ln_before", "ln_after", "adapter_residual_before_ln"})
-      if (config_bool(config, field, false))
+      if (config_bool(config, field))
         fail(ErrorKind::Unsupported, std::string("BOTTLENECK config field '") + field + "' = true is not supported");
-    if (!config_bool(config, "original_ln_after", true))
+    if (!config_bool(config, "original_ln_after"))
       fail(ErrorKind::Unsupported, "BOTTLENECK config field 'original_ln_after' = false is not supported: peft4j's "
                                    "blocks always apply their residual (and post-LN norm) after the adapter");
     const auto& residual = config["residual_before_ln"];
-    if (config_bool(config, "original_ln_before", false) && !config_bool(config, "is_parallel", false) &&
+    if (config_bool(config, "original_ln_before") && !config_bool(config, "is_parallel") &&
         !(residual.is_boolean() && residual.get<bool>()))
       fail(ErrorKind::Unsupported, "BOTTLENECK config field 'residual_before_ln' must be true with original_ln_before "
                                    "(BERT's LayerNorm wrapper sees only the summed residual), got " + residual.dump());
@@ -77,24 +78,24 @@ class BottleneckTuner : public Tuner {
     if (!factor.is_number() || factor.get<double>() <= 0)
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'reduction_factor' must be a positive number, got " +
                                            factor.dump());
-    if (!config["bottleneck_size"].is_null() && config_int(config, "bottleneck_size", 1) < 1)
+    if (!config["bottleneck_size"].is_null() && config_int(config, "bottleneck_size") < 1)
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'bottleneck_size' must be positive");
     const auto& scaling = config["scaling"];
     if (!scaling.is_number() && scaling != "learned" && scaling != "channel")
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'scaling' must be a number, \"learned\" or \"channel\", got " +
                                            scaling.dump());
-    std::string init = config_string(config, "init_weights", "mam_adapter");
+    std::string init = config_string(config, "init_weights");
     if (init != "mam_adapter" && init != "bert" && init != "houlsby")
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'init_weights' is '" + init + "' (mam_adapter, bert, houlsby)");
-    bottleneck_activation(config_string(config, "non_linearity", "relu"), "BOTTLENECK config field 'non_linearity'");
-    double dropout = config_double(config, "dropout", 0.0);
+    bottleneck_activation(config_string(config, "non_linearity"), "BOTTLENECK config field 'non_linearity'");
+    double dropout = config_double(config, "dropout");
     if (dropout < 0 || dropout >= 1) fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'dropout' must be in [0, 1)");
-    config_bool(config, "adapter_drop", false);
-    if (config_bool(config, "phm_layer", false)) check_phm_config(config);
+    config_bool(config, "adapter_drop");
+    if (config_bool(config, "phm_layer")) check_phm_config(config);
     if (!fused_adapters(config).empty() && insertion_of(config) != Insertion::Sequential)
       fail(ErrorKind::Unsupported, "BOTTLENECK config field 'fusion': AdapterFusion runs over sequential adapters "
                                    "(is_parallel and original_ln_before false)");
-    if (config_bool(config, "use_gating", false) && (!fused_adapters(config).empty() || !averaged_adapters(config).empty()))
+    if (config_bool(config, "use_gating") && (!fused_adapters(config).empty() || !averaged_adapters(config).empty()))
       fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'use_gating' gates a new bottleneck; 'fusion' and "
                                        "'average' compose existing adapters instead");
     if (!averaged_adapters(config).empty()) {
@@ -115,7 +116,7 @@ class BottleneckTuner : public Tuner {
   bool can_wrap(const torch::nn::Module& m) const override { return delta_can_wrap(m); }
 
   void check_model(const nlohmann::json& config, models::Model& model) const override {
-    if (!config_bool(config, "phm_layer", false)) return;
+    if (!config_bool(config, "phm_layer")) return;
     int64_t width = model.hidden_size();
     check_phm_widths(config, width, bottleneck_width(config, width));
   }
@@ -123,7 +124,7 @@ class BottleneckTuner : public Tuner {
   void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>&,
                InjectContext& ctx) const override {
     prepare_adapter_drop(model, ctx);
-    if (!config_bool(ctx.config, "phm_layer", false) || !config_bool(ctx.config, "shared_phm_rule", true)) return;
+    if (!config_bool(ctx.config, "phm_layer") || !config_bool(ctx.config, "shared_phm_rule")) return;
     auto children = tuner_module.named_children();
     std::shared_ptr<AdapterDict> rules;
     if (const auto* found = children.find("phm_rule"))
@@ -131,7 +132,7 @@ class BottleneckTuner : public Tuner {
     else
       rules = tuner_module.register_module("phm_rule", std::make_shared<AdapterDict>());
     at::Tensor rule = new_phm_rule(ctx.config, module_options(model));
-    if (config_bool(ctx.config, "learn_phm", true))
+    if (config_bool(ctx.config, "learn_phm"))
       rules->put_parameter(ctx.adapter, rule);
     else
       rules->put_buffer(ctx.adapter, rule);
@@ -145,9 +146,9 @@ class BottleneckTuner : public Tuner {
     if (!averaged_adapters(config).empty()) return inject_average(target, ctx);
     int64_t width = delta_width(*target);
     int64_t inner = bottleneck_width(config, width);
-    std::string init = config_string(config, "init_weights", "mam_adapter");
+    std::string init = config_string(config, "init_weights");
     std::shared_ptr<torch::nn::Module> down, up;
-    if (config_bool(config, "phm_layer", false)) {
+    if (config_bool(config, "phm_layer")) {
       check_phm_widths(config, width, inner);
       auto rule = ctx.shared.count("phm_rule") ? ctx.shared.at("phm_rule") : at::Tensor();
       auto phm_down = std::make_shared<PhmLinear>(width, inner, config, rule);
@@ -162,10 +163,10 @@ class BottleneckTuner : public Tuner {
       down = linear_down.ptr();
       up = linear_up.ptr();
     }
-    auto module = std::make_shared<BottleneckModule>(down, up, config_string(config, "non_linearity", "relu"),
+    auto module = std::make_shared<BottleneckModule>(down, up, config_string(config, "non_linearity"),
                                                      config["scaling"], width);
-    module->set_dropout(config_double(config, "dropout", 0.0));
-    if (config_bool(config, "use_gating", false)) {
+    module->set_dropout(config_double(config, "dropout"));
+    if (config_bool(config, "use_gating")) {
       // AdapterHub draws the gate's weight from N(0, 0.02) and zeroes its bias, except with the houlsby init, which
       // keeps nn.Linear's own initialisation.
       auto gate = torch::nn::Linear(width, 1);
@@ -186,7 +187,7 @@ class BottleneckTuner : public Tuner {
   }
 
   bool supports_kv_cache(const nlohmann::json& config) const override {
-    return !config_bool(config, "use_gating", false);
+    return !config_bool(config, "use_gating");
   }
 };
 
@@ -195,7 +196,7 @@ class BottleneckTuner : public Tuner {
 }  // namespace
 
 int64_t bottleneck_width(const nlohmann::json& config, int64_t width) {
-  if (!config["bottleneck_size"].is_null()) return config_int(config, "bottleneck_size", 1);
+  if (!config["bottleneck_size"].is_null()) return config_int(config, "bottleneck_size");
   return std::max<int64_t>(1, static_cast<int64_t>(width / config["reduction_factor"].get<double>()));
 }
 

@@ -73,52 +73,27 @@ at::Tensor circulant(const at::Tensor& w) {
   return at::real(at::fft_fft(x)).flatten(1).t();
 }
 
-class C3ATuner : public Tuner {
+class C3ATuner : public WrappingTuner<C3ALayer> {
  public:
-  std::string peft_type() const override { return "C3A"; }
+  // init_weights true: zero kernels, so ΔW = 0.
+  C3ATuner() : WrappingTuner({"C3A", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
+ protected:
+  void validate(nlohmann::json& config) const override {
     check_linear_method_config(config, /*has_bias=*/true);
-    if (config_int(config, "block_size", 256) <= 0)
-      fail(ErrorKind::InvalidArgument,
-           "C3A config field 'block_size' must be a positive integer, got " + config["block_size"].dump());
+    config_positive_int(config, "block_size");
     const auto& init = config["init_weights"];
     const bool known = init.is_boolean() || init.is_null() ||
                        (init.is_string() && (init == "gaussian" || init == "kaiming_uniform" || init == "xavier_uniform"));
     if (!known)
       fail(ErrorKind::InvalidArgument, "C3A config field 'init_weights' must be true, false, \"gaussian\", "
                                        "\"kaiming_uniform\" or \"xavier_uniform\", got " + init.dump());
-    const auto& pattern = config["block_size_pattern"];
-    if (!pattern.is_object()) fail(ErrorKind::InvalidArgument, "C3A config field 'block_size_pattern' must be an object");
-    for (auto it = pattern.begin(); it != pattern.end(); ++it)
-      if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0)
-        fail(ErrorKind::InvalidArgument,
-             "C3A config field 'block_size_pattern' entry '" + it.key() + "' must be a positive integer");
-    return config;
+    check_pattern(config, "block_size_pattern", /*positive_ints=*/true);
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const C3ALayer*>(&m) ||
-           (!dynamic_cast<const AdapterLayer*>(&m) && linear_shape(m, /*conv1d=*/false));
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<C3ALayer>(target);
-    if (!layer) layer = std::make_shared<C3ALayer>(target, ctx.state);
-    int64_t block_size = config_int(ctx.config, "block_size", 256);
-    if (auto key = pattern_key(ctx.config["block_size_pattern"], ctx.key))
-      block_size = ctx.config["block_size_pattern"][*key].get<int64_t>();
-    layer->add(ctx.adapter, block_size, ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  // init_weights true: zero kernels, so ΔW = 0.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(C3ALayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, pattern_int(ctx.config, "block_size_pattern", ctx.key, "block_size"), ctx.config,
+              ctx.initialise);
   }
 };
 
@@ -127,7 +102,7 @@ class C3ATuner : public Tuner {
 }  // namespace
 
 C3ALayer::C3ALayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+    : WeightDeltaLayer(base, std::move(state)) {
   shape_ = wrapped_linear_shape(*base, "C3A", /*conv1d=*/false);
   c3a_kernel_ = register_module("c3a_kernel", std::make_shared<AdapterDict>());
 }
@@ -184,21 +159,6 @@ at::Tensor C3ALayer::delta_weight(const std::string& adapter) const {
   return circulant(kernel).to(weight.scalar_type()) / static_cast<double>(weight.size(-1));
 }
 
-void C3ALayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  linear_weight(*base_layer()).add_(delta_weight(adapter));
-}
-
-void C3ALayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  linear_weight(*base_layer()).sub_(delta_weight(adapter));
-}
-
 void C3ALayer::forget_adapter(const std::string& adapter) { block_size_.erase(adapter); }
-
-at::Tensor C3ALayer::forward(const at::Tensor& x) {
-  refuse_mixed_batch(*state_, peft_type());
-  return AdapterLayer::forward(x);
-}
 
 }  // namespace peft4j::tuners

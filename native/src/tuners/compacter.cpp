@@ -28,25 +28,25 @@ void init_slices(at::Tensor& t, const std::string& how, double range) {
 }  // namespace
 
 void check_phm_config(const nlohmann::json& config) {
-  if (config_bool(config, "shared_W_phm", false))
+  if (config_bool(config, "shared_W_phm"))
     fail(ErrorKind::Unsupported, "BOTTLENECK config field 'shared_W_phm' = true is not supported (slow weights are per layer)");
-  if (config_bool(config, "factorized_phm_rule", false))
+  if (config_bool(config, "factorized_phm_rule"))
     fail(ErrorKind::Unsupported, "BOTTLENECK config field 'factorized_phm_rule' = true is not supported");
-  if (!config_bool(config, "learn_phm", true) && !config_bool(config, "shared_phm_rule", true))
+  if (!config_bool(config, "learn_phm") && !config_bool(config, "shared_phm_rule"))
     fail(ErrorKind::Unsupported, "BOTTLENECK config field 'learn_phm' = false needs shared_phm_rule = true");
-  std::string init = config_string(config, "hypercomplex_nonlinearity", "glorot-uniform");
+  std::string init = config_string(config, "hypercomplex_nonlinearity");
   if (init != "glorot-uniform" && init != "glorot-normal" && init != "normal")
     fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'hypercomplex_nonlinearity' is '" + init +
                                          "' (glorot-uniform, glorot-normal, normal)");
-  std::string c_init = config_string(config, "phm_c_init", "normal");
+  std::string c_init = config_string(config, "phm_c_init");
   if (c_init != "normal" && c_init != "uniform")
     fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'phm_c_init' is '" + c_init + "' (normal, uniform)");
-  if (config_int(config, "phm_dim", 4) < 1 || config_int(config, "phm_rank", 1) < 1)
+  if (config_int(config, "phm_dim") < 1 || config_int(config, "phm_rank") < 1)
     fail(ErrorKind::InvalidArgument, "BOTTLENECK config fields 'phm_dim' and 'phm_rank' must be positive");
 }
 
 void check_phm_widths(const nlohmann::json& config, int64_t hidden, int64_t bottleneck) {
-  int64_t n = config_int(config, "phm_dim", 4);
+  int64_t n = config_int(config, "phm_dim");
   if (hidden % n != 0 || bottleneck % n != 0)
     fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'phm_dim' = " + std::to_string(n) +
                                          " must divide the hidden width " + std::to_string(hidden) +
@@ -54,22 +54,22 @@ void check_phm_widths(const nlohmann::json& config, int64_t hidden, int64_t bott
 }
 
 at::Tensor new_phm_rule(const nlohmann::json& config, const at::TensorOptions& options) {
-  int64_t n = config_int(config, "phm_dim", 4);
+  int64_t n = config_int(config, "phm_dim");
   at::Tensor rule = at::empty({n, n, n}, options);
-  if (config_string(config, "phm_c_init", "normal") == "normal")
-    rule.normal_(0.0, config_double(config, "phm_init_range", 0.0001));
+  if (config_string(config, "phm_c_init") == "normal")
+    rule.normal_(0.0, config_double(config, "phm_init_range"));
   else
     rule.uniform_(-1.0, 1.0);
   return rule;
 }
 
 PhmLinear::PhmLinear(int64_t in, int64_t out, const nlohmann::json& config, const at::Tensor& shared_rule)
-    : n_(config_int(config, "phm_dim", 4)), factorized_(config_bool(config, "factorized_phm_W", true)) {
+    : n_(config_int(config, "phm_dim")), factorized_(config_bool(config, "factorized_phm_W")) {
   at::NoGradGuard no_grad;
-  const std::string init = config_string(config, "hypercomplex_nonlinearity", "glorot-uniform");
-  const double range = config_double(config, "phm_init_range", 0.0001);
+  const std::string init = config_string(config, "hypercomplex_nonlinearity");
+  const double range = config_double(config, "phm_init_range");
   if (factorized_) {
-    int64_t rank = config_int(config, "phm_rank", 1);
+    int64_t rank = config_int(config, "phm_rank");
     at::Tensor left = at::empty({n_, in / n_, rank}), right = at::empty({n_, rank, out / n_});
     init_slices(left, init, range);
     init_slices(right, init, range);
@@ -80,7 +80,7 @@ PhmLinear::PhmLinear(int64_t in, int64_t out, const nlohmann::json& config, cons
     init_slices(w, init, range);
     register_parameter("W", w);
   }
-  if (config_bool(config, "phm_bias", true)) register_parameter("b", at::zeros({out}));
+  if (config_bool(config, "phm_bias")) register_parameter("b", at::zeros({out}));
   if (shared_rule.defined())
     rule_ = shared_rule;
   else

@@ -28,7 +28,7 @@ std::vector<double> average_weights(const nlohmann::json& config) {
     }
   }
   const double sum = std::accumulate(weights.begin(), weights.end(), 0.0);
-  if (config_bool(config, "normalize_weights", true)) {
+  if (config_bool(config, "normalize_weights")) {
     if (sum == 0) fail(ErrorKind::InvalidArgument, "BOTTLENECK config field 'average_weights' sums to zero; it cannot be normalised");
     for (auto& w : weights) w /= sum;
   }

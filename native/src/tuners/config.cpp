@@ -1,10 +1,12 @@
 #include "peft4j/tuners/config.h"
 
+#include <algorithm>
 #include <regex>
 #include <set>
 
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
+#include "peft4j/warnings.h"
 
 namespace peft4j::tuners {
 
@@ -58,33 +60,59 @@ bool full_match(const std::string& pattern, const std::string& key, const std::s
 
 }  // namespace
 
-int64_t config_int(const nlohmann::json& config, const std::string& field, int64_t fallback) {
-  const auto* v = present(config, field);
-  if (!v) return fallback;
-  if (!v->is_number_integer() && !(v->is_number_float() && v->get<double>() == static_cast<int64_t>(v->get<double>())))
-    fail(ErrorKind::InvalidArgument, where(config, field) + " must be an integer, got " + v->dump());
-  return v->is_number_integer() ? v->get<int64_t>() : static_cast<int64_t>(v->get<double>());
+namespace {
+
+// The field's value; absent is a peft4j bug (the method's defaults table lacks it), null a wrong type.
+const nlohmann::json& field_value(const nlohmann::json& config, const std::string& field) {
+  if (!config.is_object() || !config.contains(field))
+    fail(ErrorKind::Internal, where(config, field) + " was read but has no default (the method's defaults table lacks it)");
+  return config[field];
 }
 
-double config_double(const nlohmann::json& config, const std::string& field, double fallback) {
-  const auto* v = present(config, field);
-  if (!v) return fallback;
-  if (!v->is_number()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a number, got " + v->dump());
-  return v->get<double>();
+bool is_whole(const nlohmann::json& v) {
+  return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<int64_t>(v.get<double>()));
 }
 
-bool config_bool(const nlohmann::json& config, const std::string& field, bool fallback) {
-  const auto* v = present(config, field);
-  if (!v) return fallback;
-  if (!v->is_boolean()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be true or false, got " + v->dump());
-  return v->get<bool>();
+int64_t as_int(const nlohmann::json& v, const nlohmann::json& config, const std::string& field) {
+  if (!is_whole(v)) fail(ErrorKind::InvalidArgument, where(config, field) + " must be an integer, got " + v.dump());
+  return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(v.get<double>());
 }
 
-std::string config_string(const nlohmann::json& config, const std::string& field, const std::string& fallback) {
-  const auto* v = present(config, field);
-  if (!v) return fallback;
-  if (!v->is_string()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a string, got " + v->dump());
-  return v->get<std::string>();
+std::string quoted_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") + ("\"" + items[i] + "\"");
+  return out;
+}
+
+}  // namespace
+
+int64_t config_int(const nlohmann::json& config, const std::string& field) {
+  return as_int(field_value(config, field), config, field);
+}
+
+double config_double(const nlohmann::json& config, const std::string& field) {
+  const auto& v = field_value(config, field);
+  if (!v.is_number()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a number, got " + v.dump());
+  return v.get<double>();
+}
+
+bool config_bool(const nlohmann::json& config, const std::string& field) {
+  const auto& v = field_value(config, field);
+  if (!v.is_boolean()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+std::string config_string(const nlohmann::json& config, const std::string& field) {
+  const auto& v = field_value(config, field);
+  if (!v.is_string()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+std::optional<int64_t> config_optional_int(const nlohmann::json& config, const std::string& field) {
+  const auto& v = field_value(config, field);
+  if (v.is_null()) return std::nullopt;
+  return as_int(v, config, field);
 }
 
 std::optional<std::vector<std::string>> config_strings(const nlohmann::json& config, const std::string& field) {
@@ -101,10 +129,79 @@ std::optional<std::vector<std::string>> config_strings(const nlohmann::json& con
   return out;
 }
 
-nlohmann::json with_defaults(const nlohmann::json& config, const nlohmann::json& defaults) {
+int64_t config_positive_int(const nlohmann::json& config, const std::string& field) {
+  const auto& v = field_value(config, field);
+  if (!is_whole(v) || as_int(v, config, field) <= 0)
+    fail(ErrorKind::InvalidArgument, where(config, field) + " must be a positive integer, got " + v.dump());
+  return as_int(v, config, field);
+}
+
+double config_probability(const nlohmann::json& config, const std::string& field, bool one_allowed) {
+  const double p = config_double(config, field);
+  if (p < 0 || p > 1 || (p == 1 && !one_allowed))
+    fail(ErrorKind::InvalidArgument, where(config, field) + " must be in [0, " + (one_allowed ? "1]" : "1)") +
+                                         ", got " + config[field].dump());
+  return p;
+}
+
+std::string config_choice(const nlohmann::json& config, const std::string& field,
+                          const std::vector<std::string>& choices) {
+  const auto& v = field_value(config, field);
+  if (!v.is_string() || std::find(choices.begin(), choices.end(), v.get<std::string>()) == choices.end())
+    fail(ErrorKind::InvalidArgument, where(config, field) + " must be " + quoted_list(choices) + ", got " + v.dump());
+  return v.get<std::string>();
+}
+
+void check_pattern(nlohmann::json& config, const std::string& field, bool positive_ints) {
+  auto& p = config[field];
+  if (p.is_null()) p = nlohmann::json::object();
+  if (!p.is_object()) fail(ErrorKind::InvalidArgument, where(config, field) + " must be an object, got " + p.dump());
+  for (auto it = p.begin(); it != p.end(); ++it) {
+    const bool ok = positive_ints ? is_whole(it.value()) && it.value().get<double>() > 0 : it.value().is_number();
+    if (!ok)
+      fail(ErrorKind::InvalidArgument, where(config, field) + " entry '" + it.key() + "' must be " +
+                                           (positive_ints ? "a positive integer" : "a number") + ", got " +
+                                           it.value().dump());
+  }
+}
+
+int64_t pattern_int(const nlohmann::json& config, const std::string& pattern, const std::string& key,
+                    const std::string& field) {
+  if (auto k = pattern_key(config[pattern], key)) return as_int(config[pattern][*k], config, pattern);
+  return config_int(config, field);
+}
+
+double pattern_double(const nlohmann::json& config, const std::string& pattern, const std::string& key,
+                      const std::string& field) {
+  if (auto k = pattern_key(config[pattern], key)) return config[pattern][*k].get<double>();
+  return config_double(config, field);
+}
+
+nlohmann::json with_defaults(const nlohmann::json& config, const nlohmann::json& defaults,
+                             const std::vector<std::string>& extensions) {
+  if (!config.is_object()) fail(ErrorKind::Format, "adapter config is not a JSON object");
+  nlohmann::json out = defaults;
+  std::vector<std::string> unknown;
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    if (defaults.contains(it.key()) || it.key() == "peft_version" ||
+        std::find(extensions.begin(), extensions.end(), it.key()) != extensions.end())
+      out[it.key()] = it.value();
+    else
+      unknown.push_back(it.key());
+  }
+  if (!unknown.empty()) {
+    std::string names;
+    for (const auto& u : unknown) names += (names.empty() ? "'" : ", '") + u + "'";
+    warn(defaults.value("peft_type", std::string("adapter")) + " config: unknown field" +
+         (unknown.size() == 1 ? " " : "s ") + names + " ignored (PEFT 0.21's config for the method has no such field)");
+  }
+  return out;
+}
+
+nlohmann::json fill_absent(const nlohmann::json& config, const nlohmann::json& values) {
   if (!config.is_object()) fail(ErrorKind::Format, "adapter config is not a JSON object");
   nlohmann::json out = config;
-  for (auto it = defaults.begin(); it != defaults.end(); ++it)
+  for (auto it = values.begin(); it != values.end(); ++it)
     if (!out.contains(it.key())) out[it.key()] = it.value();
   return out;
 }

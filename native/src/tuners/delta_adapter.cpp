@@ -154,7 +154,7 @@ bool delta_can_wrap(const torch::nn::Module& module) {
 }
 
 void prepare_adapter_drop(models::Model& model, InjectContext& context) {
-  if (config_bool(context.config, "adapter_drop", false))
+  if (config_bool(context.config, "adapter_drop"))
     context.shared[kDropKey] = at::tensor(std::vector<int64_t>{model.num_layers(), 0}, at::kLong);
 }
 

@@ -20,16 +20,21 @@ const nlohmann::json kDefaults = {
     {"target_modules", nullptr}, {"exclude_modules", nullptr}, {"init_weights", true},
     {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"bias", "none"}, {"modules_to_save", nullptr}};
 
-class HraTuner : public Tuner {
+class HraTuner : public WrappingTuner<HraLayer> {
  public:
-  std::string peft_type() const override { return "HRA"; }
+  HraTuner() : WrappingTuner({"HRA", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    if (config_int(config, "r", 8) <= 0)
-      fail(ErrorKind::InvalidArgument, "HRA config field 'r' must be a positive integer, got " + config["r"].dump());
-    config_bool(config, "apply_GS", false);
-    config_bool(config, "init_weights", true);
+  // PEFT's identity start pairs equal reflections, which needs an even r.
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    if (config_int(config, "r") % 2 != 0) return std::nullopt;
+    return WrappingTuner::identity_config(config);
+  }
+
+ protected:
+  void validate(nlohmann::json& config) const override {
+    config_positive_int(config, "r");
+    config_bool(config, "apply_GS");
+    config_bool(config, "init_weights");
     orthogonal::check_bias(config, "HRA", "hra_only");
     if (config["target_modules"].is_string() && !config["layers_to_transform"].is_null())
       fail(ErrorKind::InvalidArgument, "HRA config field 'layers_to_transform' cannot be used when 'target_modules' "
@@ -37,32 +42,10 @@ class HraTuner : public Tuner {
     if (config["target_modules"].is_string() && !config["layers_pattern"].is_null())
       fail(ErrorKind::InvalidArgument, "HRA config field 'layers_pattern' cannot be used when 'target_modules' is a "
                                        "regular expression");
-    require_target_modules(config);
-    return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const HraLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "Linear modules");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<HraLayer>(target);
-    if (!layer) layer = std::make_shared<HraLayer>(target, ctx.state);
-    layer->add(ctx.adapter, config_int(ctx.config, "r", 8), ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  // PEFT's identity start pairs equal reflections, which needs an even r.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    if (config_int(config, "r", 8) % 2 != 0) return std::nullopt;
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(HraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_int(ctx.config, "r"), ctx.config, ctx.initialise);
   }
 };
 
@@ -91,14 +74,14 @@ void HraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json& 
       return at::empty({in_features_, k}, options).uniform_(-bound, bound);
     };
     // With init_weights and an even r, each vector appears twice in a row: the reflections cancel, H = I.
-    if (config_bool(config, "init_weights", true) && r % 2 == 0)
+    if (config_bool(config, "init_weights") && r % 2 == 0)
       u = kaiming(r / 2).repeat_interleave(2, 1);
     else
       u = kaiming(r);
   }
   hra_u_->put_parameter(adapter, u);
   r_[adapter] = r;
-  apply_gs_[adapter] = config_bool(config, "apply_GS", false);
+  apply_gs_[adapter] = config_bool(config, "apply_GS");
 }
 
 at::Tensor HraLayer::reflection(const std::string& adapter, bool reverse) const {

@@ -43,14 +43,14 @@ bool is_feedforward(const nlohmann::json& config, const std::string& key) {
   return false;
 }
 
-class Ia3Tuner : public Tuner {
+class Ia3Tuner : public WrappingTuner<Ia3Layer> {
  public:
-  std::string peft_type() const override { return "IA3"; }
+  Ia3Tuner() : WrappingTuner({"IA3", kDefaults, kLinear | kConv1D, {{"init_ia3_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    config_bool(config, "init_ia3_weights", true);
-    config_bool(config, "fan_in_fan_out", false);
+ protected:
+  void validate(nlohmann::json& config) const override {
+    config_bool(config, "init_ia3_weights");
+    config_bool(config, "fan_in_fan_out");
     for (const char* field : {"target_modules", "feedforward_modules"})
       if (config[field].is_null())
         fail(ErrorKind::InvalidArgument, std::string("IA3 config field '") + field +
@@ -65,32 +65,16 @@ class Ia3Tuner : public Tuner {
         if (!std::count(targets->begin(), targets->end(), name))
           fail(ErrorKind::InvalidArgument, "IA3 config field 'feedforward_modules' must be a subset of target_modules; '" +
                                                name + "' is not a target");
-    return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m) ||
-           dynamic_cast<const Ia3Layer*>(&m);
+  // As in PEFT, whether a layer scales its input is decided when it is first wrapped.
+  std::shared_ptr<Ia3Layer> make_layer(const std::shared_ptr<torch::nn::Module>& target,
+                                       const InjectContext& ctx) const override {
+    return std::make_shared<Ia3Layer>(target, ctx.state, is_feedforward(ctx.config, ctx.key));
   }
 
-  // PEFT raises for a targeted module it cannot wrap rather than skipping it.
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "Linear and GPT-2's Conv1D layers");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<Ia3Layer>(target);
-    // As in PEFT, whether a layer scales its input is decided when it is first wrapped.
-    if (!layer) layer = std::make_shared<Ia3Layer>(target, ctx.state, is_feedforward(ctx.config, ctx.key));
-    layer->add(ctx.adapter, config_bool(ctx.config, "init_ia3_weights", true), ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_ia3_weights"] = true;
-    return identity;
+  void add(Ia3Layer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_bool(ctx.config, "init_ia3_weights"), ctx.initialise);
   }
 };
 

@@ -44,27 +44,18 @@ std::vector<std::string> top_layers(models::Model& model, int64_t k) {
   return out;
 }
 
-class LayerFreezingTuner : public Tuner {
+// Layer freezing trains copies of the chosen modules' weights; every new adapter starts as the identity.
+class LayerFreezingTuner : public WrappingTuner<LayerFreezingLayer> {
  public:
-  std::string peft_type() const override { return kType; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    bool by_count = !config["num_trainable_layers"].is_null();
-    if (by_count == !config["trainable_modules"].is_null())
-      fail(ErrorKind::InvalidArgument, "LAYER_FREEZING config needs exactly one of 'num_trainable_layers' (the top k "
-                                       "layers) and 'trainable_modules' (a module pattern)");
-    if (by_count && config_int(config, "num_trainable_layers", 0) < 1)
-      fail(ErrorKind::InvalidArgument, "LAYER_FREEZING config field 'num_trainable_layers' must be at least 1");
-    if (!by_count) config_strings(config, "trainable_modules");
-    return config;
-  }
+  LayerFreezingTuner()
+      : WrappingTuner({kType, kDefaults, 0, nlohmann::json::object(), /*requires_target_modules=*/false,
+                       "modules with weights of their own"}) {}
 
   nlohmann::json resolve_for_model(const nlohmann::json& input, models::Model& model) const override {
     nlohmann::json config = input;
     std::vector<std::string> chosen;
     if (!config["num_trainable_layers"].is_null()) {
-      int64_t k = config_int(config, "num_trainable_layers", 1);
+      int64_t k = config_int(config, "num_trainable_layers");
       if (k > model.num_layers())
         fail(ErrorKind::InvalidArgument, "LAYER_FREEZING config field 'num_trainable_layers' is " + std::to_string(k) +
                                              "; the model has " + std::to_string(model.num_layers()) + " layers");
@@ -92,18 +83,6 @@ class LayerFreezingTuner : public Tuner {
     return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return trainable_leaf(m) || dynamic_cast<const LayerFreezingLayer*>(&m);
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<LayerFreezingLayer>(target);
-    if (!layer) layer = std::make_shared<LayerFreezingLayer>(target, ctx.state);
-    layer->add(ctx.adapter);
-    return layer;
-  }
-
   // "<module>.ln_tuning_layers.<adapter>.<param>" -> "<module>.<param>", the base model's own key.
   std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
     const std::string marker = ".ln_tuning_layers." + adapter + ".";
@@ -112,7 +91,19 @@ class LayerFreezingTuner : public Tuner {
     return model_key.substr(0, pos + 1) + model_key.substr(pos + marker.size());
   }
 
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override { return config; }
+ protected:
+  void validate(nlohmann::json& config) const override {
+    bool by_count = !config["num_trainable_layers"].is_null();
+    if (by_count == !config["trainable_modules"].is_null())
+      fail(ErrorKind::InvalidArgument, "LAYER_FREEZING config needs exactly one of 'num_trainable_layers' (the top k "
+                                       "layers) and 'trainable_modules' (a module pattern)");
+    if (by_count && config_int(config, "num_trainable_layers") < 1)
+      fail(ErrorKind::InvalidArgument, "LAYER_FREEZING config field 'num_trainable_layers' must be at least 1");
+    if (!by_count) config_strings(config, "trainable_modules");
+  }
+
+  bool wraps(const torch::nn::Module& m) const override { return trainable_leaf(m); }
+  void add(LayerFreezingLayer& layer, const InjectContext& ctx) const override { layer.add(ctx.adapter); }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<LayerFreezingTuner>());

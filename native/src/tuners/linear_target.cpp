@@ -68,32 +68,32 @@ at::TensorOptions target_options(models::Model& model, const std::vector<std::st
   fail(ErrorKind::InvalidArgument, "no Linear or Conv1D layer among the targets; check target_modules");
 }
 
+void share_projections(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
+                       InjectContext& ctx, const std::string& prefix, at::Tensor a, at::Tensor b) {
+  auto options = target_options(model, targets);
+  a = a.to(options.device(), options.dtype().toScalarType());
+  b = b.to(options.device(), options.dtype().toScalarType());
+  const bool persistent = config_bool(ctx.config, "save_projection");
+  model_level_dict(tuner_module, prefix + "_A")->put_buffer(ctx.adapter, a, persistent);
+  model_level_dict(tuner_module, prefix + "_B")->put_buffer(ctx.adapter, b, persistent);
+  ctx.shared[prefix + "_A"] = a;
+  ctx.shared[prefix + "_B"] = b;
+}
+
 bool upcast_on_cpu(const at::Tensor& t) {
   return t.device().is_cpu() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
 }
 
 void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field) {
   const std::string type = config.value("peft_type", std::string("adapter"));
-  require_target_modules(config);
   if (has_bias) {
-    std::string bias = config_string(config, "bias", "none");
+    std::string bias = config_string(config, "bias");
     if (bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0)
       fail(ErrorKind::Unsupported, type + " config field 'bias' = \"" + bias + "\" is not supported by peft4j (\"none\" or \"all\")");
     if (bias != "none" && bias != "all")
       fail(ErrorKind::InvalidArgument, type + " config field 'bias' must be \"none\" or \"all\", got \"" + bias + "\"");
   }
-  if (!dropout_field.empty()) {
-    double p = config_double(config, dropout_field, 0.0);
-    if (p < 0 || p >= 1)
-      fail(ErrorKind::InvalidArgument, type + " config field '" + dropout_field + "' must be in [0, 1), got " +
-                                           config[dropout_field].dump());
-  }
-}
-
-void refuse_mixed_batch(const AdapterState& state, const std::string& method) {
-  if (state.row_adapters && !state.disabled)
-    fail(ErrorKind::Unsupported, method + " adapters do not support mixed batches (one adapter per row): PEFT 0.21 "
-                                          "routes them for LoRA only; run one forward per adapter instead");
+  if (!dropout_field.empty()) config_probability(config, dropout_field);
 }
 
 }  // namespace peft4j::tuners

@@ -25,37 +25,19 @@ bool callable(const torch::nn::Module& m) {
          dynamic_cast<const torch::nn::LayerNormImpl*>(&m);
 }
 
-class LnTuningTuner : public Tuner {
+// PEFT copies whatever module is targeted; peft4j needs it to be one the model calls through its name (a norm, a
+// projection), so anything else is refused by name rather than skipped. A new adapter is always an exact copy of the
+// module, so every config is the identity.
+class LnTuningTuner : public WrappingTuner<LnTuningLayer> {
  public:
-  std::string peft_type() const override { return "LN_TUNING"; }
+  LnTuningTuner()
+      : WrappingTuner({"LN_TUNING", kDefaults, 0, nlohmann::json::object(), true,
+                       "norm layers and other single-tensor modules"}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    require_target_modules(config);
-    config_strings(config, "target_modules");
-    return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return callable(m) || dynamic_cast<const LnTuningLayer*>(&m);
-  }
-
-  // PEFT copies whatever module is targeted; peft4j needs it to be one the model calls through its name (a norm,
-  // a projection), so anything else is refused by name rather than skipped.
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "norm layers and other single-tensor modules");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<LnTuningLayer>(target);
-    if (!layer) layer = std::make_shared<LnTuningLayer>(target, ctx.state);
-    layer->add(ctx.adapter);
-    return layer;
-  }
-
-  // A new adapter is always an exact copy of the module, so the config is already the identity.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override { return config; }
+ protected:
+  bool wraps(const torch::nn::Module& m) const override { return callable(m); }
+  void validate(nlohmann::json& config) const override { config_strings(config, "target_modules"); }
+  void add(LnTuningLayer& layer, const InjectContext& ctx) const override { layer.add(ctx.adapter); }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<LnTuningTuner>());
@@ -63,33 +45,7 @@ class LnTuningTuner : public Tuner {
 }  // namespace
 
 LnTuningLayer::LnTuningLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(std::move(base), std::move(state)) {
-  copies_ = register_module("ln_tuning_layers", std::make_shared<AdapterDict>());
-}
-
-void LnTuningLayer::add(const std::string& adapter) {
-  // Copy the module as it is now, even while another adapter is merged: PEFT copies base_layer, which then holds
-  // the merged adapter's copy.
-  std::shared_ptr<torch::nn::Module> copy;
-  try {
-    copy = base_layer()->clone();
-  } catch (const c10::Error&) {
-    fail(ErrorKind::Unsupported, "LN_TUNING cannot copy module " + base_layer()->name() + " (not cloneable)");
-  }
-  for (auto& p : copy->parameters(true)) p.set_requires_grad(true);
-  copies_->put_module(adapter, copy);
-}
-
-std::shared_ptr<torch::nn::Module> LnTuningLayer::copy(const std::string& adapter) const {
-  auto children = copies_->named_children();
-  const auto* child = children.find(adapter);
-  if (!child) fail(ErrorKind::NotFound, "no LN_TUNING copy for adapter '" + adapter + "'");
-  return *child;
-}
-
-at::Tensor LnTuningLayer::apply(const at::Tensor& x, const at::Tensor&, const std::string& adapter) {
-  return models::forward_module(*copy(adapter), x);
-}
+    : ModuleCopyLayer(std::move(base), std::move(state), "base_layer", "ln_tuning_layers") {}
 
 at::Tensor LnTuningLayer::adapted_forward(const at::Tensor& x) {
   const auto& active = state_->active;

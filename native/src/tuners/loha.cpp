@@ -22,12 +22,12 @@ const nlohmann::json kDefaults = {
 
 class LohaTuner : public lycoris::Tuner<LohaLayer> {
  public:
-  std::string peft_type() const override { return "LOHA"; }
+  LohaTuner() : lycoris::Tuner<LohaLayer>("LOHA", kDefaults) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = lycoris::normalize(input, kDefaults, "LOHA");
-    config_bool(config, "init_weights", true);
-    return config;
+ protected:
+  void validate(nlohmann::json& config) const override {
+    lycoris::Tuner<LohaLayer>::validate(config);
+    config_bool(config, "init_weights");
   }
 };
 
@@ -49,7 +49,7 @@ void LohaLayer::add(const std::string& adapter, int64_t r, double alpha, const n
                     bool initialise) {
   set_hyper(adapter, r, alpha, config, /*rank_dropout_scale=*/true);
   // init_weights true (FedPara's He init with one factor zero, so ΔW = 0) or false (every factor random).
-  const bool zero_w2_b = config_bool(config, "init_weights", true);
+  const bool zero_w2_b = config_bool(config, "init_weights");
   auto random = [&](at::Tensor& t) {
     if (initialise) lycoris::kaiming_uniform(t);
   };

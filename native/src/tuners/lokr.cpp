@@ -23,21 +23,21 @@ const nlohmann::json kDefaults = {
 
 class LokrTuner : public lycoris::Tuner<LokrLayer> {
  public:
-  std::string peft_type() const override { return "LOKR"; }
+  LokrTuner() : lycoris::Tuner<LokrLayer>("LOKR", kDefaults) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = lycoris::normalize(input, kDefaults, "LOKR");
+ protected:
+  void validate(nlohmann::json& config) const override {
+    lycoris::Tuner<LokrLayer>::validate(config);
     const auto& init = config["init_weights"];
     if (!init.is_boolean() && !(init.is_string() && init.get<std::string>() == "lycoris"))
       fail(ErrorKind::InvalidArgument, "LOKR config field 'init_weights' must be true, false or \"lycoris\", got " +
                                            init.dump());
-    config_bool(config, "decompose_both", false);
-    config_bool(config, "rank_dropout_scale", false);
-    int64_t factor = config_int(config, "decompose_factor", -1);
+    config_bool(config, "decompose_both");
+    config_bool(config, "rank_dropout_scale");
+    int64_t factor = config_int(config, "decompose_factor");
     if (factor != -1 && factor <= 0)
       fail(ErrorKind::InvalidArgument, "LOKR config field 'decompose_factor' must be -1 or a positive integer, got " +
                                            config["decompose_factor"].dump());
-    return config;
   }
 };
 
@@ -75,13 +75,13 @@ LokrLayer::LokrLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
 
 void LokrLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config,
                     bool initialise) {
-  set_hyper(adapter, r, alpha, config, config_bool(config, "rank_dropout_scale", false));
-  const int64_t factor = config_int(config, "decompose_factor", -1);
+  set_hyper(adapter, r, alpha, config, config_bool(config, "rank_dropout_scale"));
+  const int64_t factor = config_int(config, "decompose_factor");
   // out = a * c and in = b * d with ΔW = w1 [a, b] ⊗ w2 [c, d].
   auto [out_l, out_k] = lokr_factorization(out_features_, factor);
   auto [in_m, in_n] = lokr_factorization(in_features_, factor);
   const double rank = static_cast<double>(r);
-  const bool full_w1 = !(config_bool(config, "decompose_both", false) && rank < std::max(out_l, in_m) / 2.0);
+  const bool full_w1 = !(config_bool(config, "decompose_both") && rank < std::max(out_l, in_m) / 2.0);
   const bool full_w2 = !(rank < std::max(out_k, in_n) / 2.0);
 
   const auto& init = config["init_weights"];

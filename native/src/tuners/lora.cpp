@@ -1,113 +1,27 @@
 #include "peft4j/tuners/lora.h"
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/bottleneck.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/peft_model.h"
 
 namespace peft4j::tuners {
 
 namespace {
 
-// Every field of PEFT 0.21's LoraConfig with its default, so an adapter we save loads in PEFT.
-const nlohmann::json kDefaults = {
-    {"peft_type", "LORA"}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr}, {"revision", nullptr},
-    {"inference_mode", false}, {"auto_mapping", nullptr}, {"r", 8}, {"target_modules", nullptr},
-    {"exclude_modules", nullptr}, {"lora_alpha", 8}, {"lora_dropout", 0.0}, {"fan_in_fan_out", false},
-    {"bias", "none"}, {"use_rslora", false}, {"modules_to_save", nullptr}, {"init_lora_weights", true},
-    {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"rank_pattern", nlohmann::json::object()},
-    {"alpha_pattern", nlohmann::json::object()}, {"megatron_config", nullptr}, {"megatron_core", "megatron.core"},
-    {"trainable_token_indices", nullptr}, {"loftq_config", nlohmann::json::object()}, {"eva_config", nullptr},
-    {"corda_config", nullptr}, {"use_dora", false}, {"use_qalora", false}, {"qalora_group_size", 16},
-    {"layer_replication", nullptr}, {"lora_bias", false}, {"target_parameters", nullptr},
-    {"alora_invocation_tokens", nullptr}, {"arrow_config", nullptr}, {"ensure_weight_tying", false},
-    {"kasa_config", nullptr}, {"lora_ga_config", nullptr}, {"monteclora_config", nullptr}, {"use_bdlora", nullptr},
-    {"velora_config", nullptr}};
-
-// Options PEFT has that change LoRA's computation in ways peft4j does not reproduce: refused by name.
-const char* kUnsupportedWhenSet[] = {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
-                                     "layer_replication", "target_parameters", "alora_invocation_tokens",
-                                     "arrow_config", "kasa_config", "lora_ga_config", "monteclora_config",
-                                     "velora_config"};
-
-bool is_set(const nlohmann::json& v) {
-  return !(v.is_null() || (v.is_object() && v.empty()) || (v.is_array() && v.empty()) || (v.is_boolean() && !v.get<bool>()));
-}
-
 torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 
-class LoraTuner : public Tuner {
+class LoraTuner : public WrappingTuner<LoraLayer> {
  public:
-  std::string peft_type() const override { return "LORA"; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    for (const char* field : kUnsupportedWhenSet)
-      if (is_set(config[field]))
-        fail(ErrorKind::Unsupported, std::string("LORA config field '") + field + "' is not supported by peft4j (value " +
-                                         config[field].dump() + ")");
-    if (config_bool(config, "use_qalora", false))
-      fail(ErrorKind::Unsupported, "LORA config field 'use_qalora' is not supported by peft4j");
-    if (config_bool(config, "ensure_weight_tying", false))
-      fail(ErrorKind::Unsupported, "LORA config field 'ensure_weight_tying' is not supported by peft4j");
-    if (is_set(config["loftq_config"]))
-      fail(ErrorKind::Unsupported, "LORA config field 'loftq_config' is not supported by peft4j");
-    const auto& init = config["init_lora_weights"];
-    if (!init.is_boolean() && !(init.is_string() && init.get<std::string>() == "gaussian"))
-      fail(ErrorKind::Unsupported, "LORA config field 'init_lora_weights' = " + init.dump() +
-                                       " is not supported by peft4j (true, false or \"gaussian\")");
-    if (config_int(config, "r", 8) <= 0)
-      fail(ErrorKind::InvalidArgument, "LORA config field 'r' must be a positive integer, got " + config["r"].dump());
-    double dropout = config_double(config, "lora_dropout", 0.0);
-    if (dropout < 0 || dropout >= 1)
-      fail(ErrorKind::InvalidArgument, "LORA config field 'lora_dropout' must be in [0, 1), got " + config["lora_dropout"].dump());
-    config_double(config, "lora_alpha", 8);
-    std::string bias = config_string(config, "bias", "none");
-    if (bias != "none" && bias != "all" && bias != "lora_only")
-      fail(ErrorKind::InvalidArgument, "LORA config field 'bias' must be \"none\", \"all\" or \"lora_only\", got \"" + bias + "\"");
-    if (config_bool(config, "use_dora", false) && config_bool(config, "lora_bias", false))
-      fail(ErrorKind::Unsupported, "LORA with both use_dora and lora_bias is not supported by peft4j");
-    for (const char* pattern : {"rank_pattern", "alpha_pattern"}) {
-      const auto& p = config[pattern];
-      if (!p.is_object())
-        fail(ErrorKind::InvalidArgument, std::string("LORA config field '") + pattern + "' must be an object");
-      for (auto it = p.begin(); it != p.end(); ++it)
-        if (!it.value().is_number())
-          fail(ErrorKind::InvalidArgument, std::string("LORA config field '") + pattern + "' entry '" + it.key() +
-                                               "' must be a number");
-    }
-    require_target_modules(config);
-    return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m) ||
-           dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) || dynamic_cast<const LoraLayer*>(&m);
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<LoraLayer>(target);
-    if (!layer) layer = std::make_shared<LoraLayer>(target, ctx.state);
-    int64_t r = config_int(ctx.config, "r", 8);
-    double alpha = config_double(ctx.config, "lora_alpha", 8);
-    if (auto key = pattern_key(ctx.config["rank_pattern"], ctx.key)) r = ctx.config["rank_pattern"][*key].get<int64_t>();
-    if (auto key = pattern_key(ctx.config["alpha_pattern"], ctx.key))
-      alpha = ctx.config["alpha_pattern"][*key].get<double>();
-    layer->add(ctx.adapter, r, alpha, ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_lora_weights"] = true;
-    return identity;
-  }
+  LoraTuner() : WrappingTuner({"LORA", lora_config_defaults("LORA"), kLinear | kConv1D | kEmbedding, {{"init_lora_weights", true}}}) {}
 
   // DoRA's magnitude is a module holding "weight" in memory but is saved without ".weight", as PEFT does.
   std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
@@ -117,14 +31,169 @@ class LoraTuner : public Tuner {
       key.resize(key.size() - std::string(".weight").size());
     return key;
   }
+
+  void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const override;
+
+ protected:
+  void validate(nlohmann::json& config) const override {
+    refuse_unsupported_lora_options(config);
+    const auto& init = config["init_lora_weights"];
+    if (!init.is_boolean() && !(init.is_string() && init.get<std::string>() == "gaussian"))
+      fail(ErrorKind::Unsupported, "LORA config field 'init_lora_weights' = " + init.dump() +
+                                       " is not supported by peft4j (true, false or \"gaussian\")");
+    config_positive_int(config, "r");
+    config_probability(config, "lora_dropout");
+    config_double(config, "lora_alpha");
+    config_bool(config, "use_rslora");
+    config_choice(config, "bias", {"none", "all", "lora_only"});
+    if (config_bool(config, "use_dora") && config_bool(config, "lora_bias"))
+      fail(ErrorKind::Unsupported, "LORA with both use_dora and lora_bias is not supported by peft4j");
+    check_pattern(config, "rank_pattern", /*positive_ints=*/true);
+    check_pattern(config, "alpha_pattern", /*positive_ints=*/false);
+  }
+
+  void add(LoraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, pattern_int(ctx.config, "rank_pattern", ctx.key, "r"),
+              pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise);
+  }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<LoraTuner>());
 
+// PEFT's LoraModel.add_weighted_adapter: combination_type "linear" (weighted sum of A and B, equal ranks), "cat"
+// (ranks concatenated: the exact weighted sum of the updates) or "svd" (the weighted sum of ΔW truncated to a rank).
+void LoraTuner::add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const {
+  std::vector<int64_t> ranks;
+  for (const auto& n : request.adapters) {
+    const nlohmann::json& config = model.adapter_config(n);
+    int64_t r = config_int(config, "r");
+    for (auto it = config["rank_pattern"].begin(); it != config["rank_pattern"].end(); ++it)
+      r = std::max<int64_t>(r, it.value().get<int64_t>());
+    ranks.push_back(r);
+  }
+  std::string type = request.adapters.size() == 1 ? "linear" : request.combination_type;
+  int64_t new_rank;
+  if (type == "linear") {
+    if (std::set<int64_t>(ranks.begin(), ranks.end()).size() != 1)
+      fail(ErrorKind::InvalidArgument, "combination_type linear needs adapters of the same rank");
+    new_rank = ranks[0];
+  } else if (type == "cat") {
+    new_rank = 0;
+    for (auto r : ranks) new_rank += r;
+  } else if (type == "svd") {
+    new_rank = request.svd_rank > 0 ? request.svd_rank : *std::max_element(ranks.begin(), ranks.end());
+  } else {
+    fail(ErrorKind::Unsupported, "combination_type '" + request.combination_type + "' is not supported (linear, cat, svd)");
+  }
+  // The new adapter targets the union of the inputs' targets, with scaling 1 (lora_alpha = r) as PEFT sets it.
+  nlohmann::json config = model.adapter_config(request.adapters[0]);
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& n : request.adapters) {
+    const auto& t = model.adapter_config(n)["target_modules"];
+    if (!t.is_array()) fail(ErrorKind::Unsupported, "add_weighted_adapter needs target_modules lists");
+    for (const auto& m : t)
+      if (std::find(targets.begin(), targets.end(), m) == targets.end()) targets.push_back(m);
+  }
+  config["r"] = new_rank;
+  config["lora_alpha"] = new_rank;
+  config["target_modules"] = targets;
+  config["rank_pattern"] = nlohmann::json::object();
+  config["alpha_pattern"] = nlohmann::json::object();
+  config["use_dora"] = false;
+  config["modules_to_save"] = nullptr;
+  const std::vector<std::string> active = model.active_adapters();
+  model.add_adapter(request.name, config);
+  model.set_active_adapters(active);
+  at::NoGradGuard no_grad;
+  for (const auto& [path, base_layer] : model.adapter_layers()) {
+    auto* layer = dynamic_cast<LoraLayer*>(base_layer);
+    if (!layer || !layer->has_adapter(request.name)) continue;
+    at::Tensor target_a = layer->lora_a(request.name);
+    at::Tensor target_b = layer->lora_b(request.name);
+    target_a.zero_();
+    target_b.zero_();
+    std::vector<std::string> present;
+    std::vector<double> w;
+    for (size_t i = 0; i < request.adapters.size(); ++i)
+      if (layer->has_adapter(request.adapters[i])) {
+        present.push_back(request.adapters[i]);
+        w.push_back(request.weights[i]);
+      }
+    if (present.empty()) continue;
+    if (type == "cat") {
+      std::vector<at::Tensor> as, bs;
+      for (size_t i = 0; i < present.size(); ++i) {
+        as.push_back(layer->lora_a(present[i]) * (w[i] * layer->scaling(present[i])));
+        bs.push_back(layer->lora_b(present[i]));
+      }
+      at::Tensor a = at::cat(as, 0);
+      at::Tensor b = at::cat(bs, 1);
+      target_a.slice(0, 0, a.size(0)).copy_(a);
+      target_b.slice(1, 0, b.size(1)).copy_(b);
+    } else if (type == "linear") {
+      at::Tensor a = at::zeros_like(target_a);
+      at::Tensor b = at::zeros_like(target_b);
+      for (size_t i = 0; i < present.size(); ++i) {
+        double ws = w[i] * layer->scaling(present[i]);
+        double sign = ws >= 0 ? 1.0 : -1.0;
+        a += layer->lora_a(present[i]) * (std::sqrt(std::abs(ws)) * sign);
+        b += layer->lora_b(present[i]) * std::sqrt(std::abs(ws));
+      }
+      target_a.copy_(a);
+      target_b.copy_(b);
+    } else {
+      // svd: the weighted sum of the deltas (each already scaled), truncated to new_rank singular triplets.
+      at::Tensor delta;
+      for (size_t i = 0; i < present.size(); ++i) {
+        at::Tensor d = layer->delta_weight(present[i]) * w[i];
+        delta = delta.defined() ? delta + d : d;
+      }
+      // delta_weight is in the base weight layout; the SVD factors B [out, r] @ A [r, in].
+      bool transposed = layer->is_embedding() || dynamic_cast<models::Conv1DImpl*>(layer->base_layer().get());
+      if (transposed) delta = delta.t();
+      auto [u, s, vh] = at::linalg_svd(delta, true);
+      u = at::matmul(u.slice(1, 0, new_rank), at::diag(s.slice(0, 0, new_rank)));
+      vh = vh.slice(0, 0, new_rank);
+      target_a.copy_(vh);
+      target_b.copy_(u);
+    }
+  }
+}
+
 }  // namespace
 
+nlohmann::json lora_config_defaults(const std::string& peft_type) {
+  return {{"peft_type", peft_type}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr}, {"revision", nullptr},
+          {"inference_mode", false}, {"auto_mapping", nullptr}, {"r", 8}, {"target_modules", nullptr},
+          {"exclude_modules", nullptr}, {"lora_alpha", 8}, {"lora_dropout", 0.0}, {"fan_in_fan_out", false},
+          {"bias", "none"}, {"use_rslora", false}, {"modules_to_save", nullptr}, {"init_lora_weights", true},
+          {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"rank_pattern", nlohmann::json::object()},
+          {"alpha_pattern", nlohmann::json::object()}, {"megatron_config", nullptr}, {"megatron_core", "megatron.core"},
+          {"trainable_token_indices", nullptr}, {"loftq_config", nlohmann::json::object()}, {"eva_config", nullptr},
+          {"corda_config", nullptr}, {"use_dora", false}, {"use_qalora", false}, {"qalora_group_size", 16},
+          {"layer_replication", nullptr}, {"lora_bias", false}, {"target_parameters", nullptr},
+          {"alora_invocation_tokens", nullptr}, {"arrow_config", nullptr}, {"ensure_weight_tying", false},
+          {"kasa_config", nullptr}, {"lora_ga_config", nullptr}, {"monteclora_config", nullptr}, {"use_bdlora", nullptr},
+          {"velora_config", nullptr}};
+}
+
+void refuse_unsupported_lora_options(const nlohmann::json& config) {
+  // Unset: null, false, {} or [] (Python's falsiness, as PEFT tests these options).
+  auto is_set = [](const nlohmann::json& v) {
+    return !(v.is_null() || (v.is_object() && v.empty()) || (v.is_array() && v.empty()) ||
+             (v.is_boolean() && !v.get<bool>()));
+  };
+  for (const char* field : {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
+                            "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
+                            "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
+                            "use_qalora", "ensure_weight_tying", "loftq_config"})
+    if (is_set(config[field]))
+      fail(ErrorKind::Unsupported, config_string(config, "peft_type") + " config field '" + field +
+                                       "' is not supported by peft4j (value " + config[field].dump() + ")");
+}
+
 LoraLayer::LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+    : WeightDeltaLayer(base, std::move(state)) {
   if (auto shape = linear_shape(*base)) {
     in_features_ = shape->in_features;
     out_features_ = shape->out_features;
@@ -159,8 +228,6 @@ void LoraLayer::add_gate(const std::string& adapter) {
 
 bool LoraLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }
 
-at::Tensor LoraLayer::base_weight() const { return base_layer()->named_parameters(false)["weight"]; }
-
 at::Tensor LoraLayer::weight_out_in() const {
   at::Tensor w = base_weight();
   return fan_in_fan_out_ ? w.t() : w;
@@ -178,8 +245,8 @@ at::Tensor LoraLayer::lora_b(const std::string& adapter) const {
 
 void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise) {
   if (r <= 0) fail(ErrorKind::InvalidArgument, "LoRA rank must be positive, got " + std::to_string(r));
-  const bool dora = config_bool(config, "use_dora", false);
-  const bool lora_bias = config_bool(config, "lora_bias", false);
+  const bool dora = config_bool(config, "use_dora");
+  const bool lora_bias = config_bool(config, "lora_bias");
   if (dora && embedding_) fail(ErrorKind::Unsupported, "DoRA on an Embedding layer is not supported by peft4j");
   at::NoGradGuard no_grad;
   auto options = at::TensorOptions().dtype(base_weight().scalar_type()).device(base_weight().device());
@@ -216,8 +283,8 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
     lora_B_->put_module(adapter, b.ptr());
   }
   r_[adapter] = r;
-  scaling_[adapter] = config_bool(config, "use_rslora", false) ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
-  dropout_[adapter] = config_double(config, "lora_dropout", 0.0);
+  scaling_[adapter] = config_bool(config, "use_rslora") ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
+  dropout_[adapter] = config_double(config, "lora_dropout");
   if (dora) {
     // The magnitude starts as the row norms of the adapted weight, so an adapter starts where LoRA would.
     auto magnitude = std::make_shared<torch::nn::Module>();
@@ -279,13 +346,10 @@ at::Tensor LoraLayer::delta_weight(const std::string& adapter) const {
 }
 
 void LoraLayer::merge_adapter(const std::string& adapter) {
+  if (!lora_magnitude_vector_->contains(adapter)) return WeightDeltaLayer::merge_adapter(adapter);
   at::NoGradGuard no_grad;
   at::Tensor w = base_weight();
   at::Tensor delta = delta_weight(adapter).to(w.scalar_type());
-  if (!lora_magnitude_vector_->contains(adapter)) {
-    w.add_(delta);
-    return;
-  }
   at::Tensor delta_out_in = fan_in_fan_out_ ? delta.t() : delta;
   at::Tensor norm = (weight_out_in() + delta_out_in).norm(2, {1}).detach();
   merged_weight_norm_[adapter] = norm;
@@ -296,13 +360,10 @@ void LoraLayer::merge_adapter(const std::string& adapter) {
 }
 
 void LoraLayer::unmerge_adapter(const std::string& adapter) {
+  if (!lora_magnitude_vector_->contains(adapter)) return WeightDeltaLayer::unmerge_adapter(adapter);
   at::NoGradGuard no_grad;
   at::Tensor w = base_weight();
   at::Tensor delta = delta_weight(adapter).to(w.scalar_type());
-  if (!lora_magnitude_vector_->contains(adapter)) {
-    w.sub_(delta);
-    return;
-  }
   at::Tensor magnitude = lora_magnitude_vector_->module(adapter).named_parameters(false)["weight"];
   at::Tensor factor = (magnitude / merged_weight_norm_.at(adapter)).view({-1, 1});
   if (fan_in_fan_out_) factor = factor.t();

@@ -46,7 +46,7 @@ class MamTuner : public ModelLevelTuner {
       if (!config[name].is_object())
         fail(ErrorKind::InvalidArgument, std::string("MAM config field '") + name + "' must be an object, got " +
                                              config[name].dump());
-    nlohmann::json ffn = with_defaults(config[kFfn], kFfnDefaults);
+    nlohmann::json ffn = fill_absent(config[kFfn], kFfnDefaults);
     for (const auto& [field, value] : kFfnFixed.items()) {
       if (ffn.contains(field) && ffn[field] != value)
         fail(ErrorKind::InvalidArgument, std::string("MAM config field '") + kFfn + "." + field + "' must be " +
@@ -55,7 +55,7 @@ class MamTuner : public ModelLevelTuner {
       ffn[field] = value;
     }
     ffn["peft_type"] = "BOTTLENECK";
-    nlohmann::json prefix = with_defaults(config[kPrefix], kPrefixDefaults);
+    nlohmann::json prefix = fill_absent(config[kPrefix], kPrefixDefaults);
     if (prefix["prefix_projection"] == true && !prefix.contains("encoder_hidden_size"))
       prefix["encoder_hidden_size"] = kProjectionWidth;
     prefix["peft_type"] = "PREFIX_TUNING";

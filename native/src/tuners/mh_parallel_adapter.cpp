@@ -60,10 +60,10 @@ class MultiHeadParallelAdapterTuner : public ModelLevelTuner {
     const auto& scaling = config["scaling"];
     if (!scaling.is_number() && scaling != "learned")
       fail(ErrorKind::InvalidArgument, field("scaling") + " must be a number or \"learned\", got " + scaling.dump());
-    const std::string init = config_string(config, "init_weights", "mam_adapter");
+    const std::string init = config_string(config, "init_weights");
     if (init != "mam_adapter" && init != "bert")
       fail(ErrorKind::InvalidArgument, field("init_weights") + " is '" + init + "' (mam_adapter, bert)");
-    const double dropout = config_double(config, "dropout", 0.0);
+    const double dropout = config_double(config, "dropout");
     if (dropout < 0 || dropout >= 1) fail(ErrorKind::InvalidArgument, field("dropout") + " must be in [0, 1)");
     if (!config["leave_out"].is_array())
       fail(ErrorKind::InvalidArgument, field("leave_out") + " must be a list of layer indices, got " +
@@ -83,10 +83,10 @@ class MultiHeadParallelAdapterTuner : public ModelLevelTuner {
   std::shared_ptr<torch::nn::Module> attach(models::Model& model, const std::string& adapter,
                                             const nlohmann::json& config, const std::shared_ptr<AdapterState>& state,
                                             bool initialise) const override {
-    const int64_t rank = config_int(config, "bottleneck_size", 8);
-    const std::string init = config_string(config, "init_weights", "mam_adapter");
-    const std::string non_linearity = config_string(config, "non_linearity", "relu");
-    const double dropout = config_double(config, "dropout", 0.0);
+    const int64_t rank = config_int(config, "bottleneck_size");
+    const std::string init = config_string(config, "init_weights");
+    const std::string non_linearity = config_string(config, "non_linearity");
+    const double dropout = config_double(config, "dropout");
     for (const auto& layer : adapted_attentions(model, config)) {
       const int64_t heads = layer.hooks->heads(), head_dim = layer.hooks->head_dim();
       const at::TensorOptions options = module_options(*layer.module);

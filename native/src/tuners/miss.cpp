@@ -7,6 +7,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/linear_target.h"
 
 namespace peft4j::tuners {
 
@@ -27,57 +28,30 @@ MissLayer::Variant variant_of(const nlohmann::json& init_weights) {
   return MissLayer::Variant::Balance;
 }
 
-// Low-precision matmuls are slow on CPUs: PEFT merges in f32 there.
-bool upcast(const at::Tensor& t) {
-  return t.device().is_cpu() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
-}
-
-class MissTuner : public Tuner {
+class MissTuner : public WrappingTuner<MissLayer> {
  public:
-  std::string peft_type() const override { return "MISS"; }
+  // init_weights true starts the block at zero: ΔW = 0.
+  MissTuner() : WrappingTuner({"MISS", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    if (config_int(config, "r", 64) <= 0)
-      fail(ErrorKind::InvalidArgument, "MISS config field 'r' must be a positive integer, got " + config["r"].dump());
-    if (config_int(config, "mini_r", 1) <= 0)
-      fail(ErrorKind::InvalidArgument, "MISS config field 'mini_r' must be a positive integer, got " +
-                                           config["mini_r"].dump());
-    double dropout = config_double(config, "miss_dropout", 0.0);
-    if (dropout < 0 || dropout >= 1)
-      fail(ErrorKind::InvalidArgument, "MISS config field 'miss_dropout' must be in [0, 1), got " +
-                                           config["miss_dropout"].dump());
+ protected:
+  void validate(nlohmann::json& config) const override {
+    config_positive_int(config, "r");
+    config_positive_int(config, "mini_r");
+    config_probability(config, "miss_dropout");
     const auto& init = config["init_weights"];
     if (!init.is_boolean() && !(init.is_string() && (init == "bat" || init == "mini")))
       fail(ErrorKind::InvalidArgument, "MISS config field 'init_weights' must be true, false, \"bat\" or \"mini\", got " +
                                            init.dump());
-    std::string bias = config_string(config, "bias", "none");
+    std::string bias = config_string(config, "bias");
     bool only = bias.size() > 5 && bias.compare(bias.size() - 5, 5, "_only") == 0;
     if (bias != "none" && bias != "all" && !only)
       fail(ErrorKind::InvalidArgument, "MISS config field 'bias' must be \"none\", \"all\" or \"MiSS_only\", got \"" +
                                            bias + "\"");
-    require_target_modules(config);
-    return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const MissLayer*>(&m);
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<MissLayer>(target);
-    if (!layer) layer = std::make_shared<MissLayer>(target, ctx.state);
-    layer->add(ctx.adapter, config_int(ctx.config, "r", 64), config_int(ctx.config, "mini_r", 1),
-               config_double(ctx.config, "miss_dropout", 0.0), ctx.config["init_weights"]);
-    return layer;
-  }
-
-  // init_weights true starts the block at zero: ΔW = 0.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(MissLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_int(ctx.config, "r"), config_int(ctx.config, "mini_r"),
+              config_double(ctx.config, "miss_dropout"), ctx.config["init_weights"]);
   }
 };
 
@@ -187,7 +161,7 @@ at::Tensor MissLayer::adapted_forward(const at::Tensor& x) {
 
 at::Tensor MissLayer::bat_transform(const std::string& adapter, const at::Tensor& w_in, bool reverse) const {
   at::Tensor d = block(adapter);
-  const bool f32 = upcast(d);
+  const bool f32 = upcast_on_cpu(d);
   if (f32) d = d.to(at::kFloat);
   at::Tensor w = w_in.to(d.scalar_type());
   const int64_t r = d.size(-1);
@@ -214,7 +188,7 @@ void MissLayer::merge_adapter(const std::string& adapter) {
   }
   // ΔW[o, i] = D[i mod r, o]: the block tiled over the input's shards (the last one cut to the remainder).
   at::Tensor d = full_block(adapter);
-  if (upcast(d)) d = d.to(at::kFloat);
+  if (upcast_on_cpu(d)) d = d.to(at::kFloat);
   const int64_t r = d.size(0);
   at::Tensor delta = d.t().repeat({1, (in_features_ + r - 1) / r}).slice(1, 0, in_features_);
   w.copy_((w.to(d.scalar_type()) + delta).to(w.scalar_type()));
@@ -228,7 +202,7 @@ void MissLayer::unmerge_adapter(const std::string& adapter) {
     return;
   }
   at::Tensor d = full_block(adapter);
-  if (upcast(d)) d = d.to(at::kFloat);
+  if (upcast_on_cpu(d)) d = d.to(at::kFloat);
   const int64_t r = d.size(0);
   at::Tensor delta = d.t().repeat({1, (in_features_ + r - 1) / r}).slice(1, 0, in_features_);
   w.copy_((w.to(d.scalar_type()) - delta).to(w.scalar_type()));

@@ -33,14 +33,14 @@ int64_t nearest_divisor(int64_t features, int64_t value) {
   return (value - lower) <= (higher - value) ? lower : higher;
 }
 
-class OftTuner : public Tuner {
+class OftTuner : public WrappingTuner<OftLayer> {
  public:
-  std::string peft_type() const override { return "OFT"; }
+  OftTuner() : WrappingTuner({"OFT", kDefaults, kLinear | kEmbedding, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    const int64_t r = config_int(config, "r", 0);
-    const int64_t block_size = config_int(config, "oft_block_size", 32);
+ protected:
+  void validate(nlohmann::json& config) const override {
+    const int64_t r = config_int(config, "r");
+    const int64_t block_size = config_int(config, "oft_block_size");
     if (r < 0) fail(ErrorKind::InvalidArgument, "OFT config field 'r' must be >= 0, got " + config["r"].dump());
     if (block_size < 0)
       fail(ErrorKind::InvalidArgument, "OFT config field 'oft_block_size' must be >= 0, got " +
@@ -51,47 +51,21 @@ class OftTuner : public Tuner {
                                            "): exactly one must be non-zero, the other follows from the layer width");
     // PEFT 0.21 builds a multiplicative dropout layer from module_dropout but never calls it in forward, so the
     // value is checked and, like there, has no effect.
-    double dropout = config_double(config, "module_dropout", 0.0);
-    if (dropout < 0 || dropout > 1)
-      fail(ErrorKind::InvalidArgument, "OFT config field 'module_dropout' must be in [0, 1], got " +
-                                           config["module_dropout"].dump());
+    config_probability(config, "module_dropout", /*one_allowed=*/true);
     orthogonal::check_bias(config, "OFT", "oft_only");
-    config_bool(config, "init_weights", true);
+    config_bool(config, "init_weights");
     // fan_in_fan_out concerns Conv1D, which OFT does not wrap; PEFT resets it for Linear and ignores it otherwise.
-    config_bool(config, "fan_in_fan_out", false);
-    config_bool(config, "block_share", false);
-    config_bool(config, "use_cayley_neumann", true);
-    if (config_bool(config, "coft", false) && config_double(config, "eps", 6e-5) <= 0)
+    config_bool(config, "fan_in_fan_out");
+    config_bool(config, "block_share");
+    config_bool(config, "use_cayley_neumann");
+    if (config_bool(config, "coft") && config_double(config, "eps") <= 0)
       fail(ErrorKind::InvalidArgument, "OFT config field 'eps' must be positive with coft, got " + config["eps"].dump());
-    if (config_int(config, "num_cayley_neumann_terms", 5) < 0)
+    if (config_int(config, "num_cayley_neumann_terms") < 0)
       fail(ErrorKind::InvalidArgument, "OFT config field 'num_cayley_neumann_terms' must be >= 0, got " +
                                            config["num_cayley_neumann_terms"].dump());
-    require_target_modules(config);
-    return config;
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) ||
-           dynamic_cast<const OftLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "Linear and Embedding modules");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<OftLayer>(target);
-    if (!layer) layer = std::make_shared<OftLayer>(target, ctx.state);
-    layer->add(ctx.adapter, ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
-  }
+  void add(OftLayer& layer, const InjectContext& ctx) const override { layer.add(ctx.adapter, ctx.config, ctx.initialise); }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<OftTuner>());
@@ -104,11 +78,11 @@ OftRotation::OftRotation(int64_t blocks, int64_t block_size, int64_t in_features
                          const at::TensorOptions& options)
     : block_size_(block_size),
       in_features_(in_features),
-      coft_(config_bool(config, "coft", false)),
-      eps_(config_double(config, "eps", 6e-5)),
-      block_share_(config_bool(config, "block_share", false)),
-      neumann_(config_bool(config, "use_cayley_neumann", true)),
-      neumann_terms_(config_int(config, "num_cayley_neumann_terms", 5)) {
+      coft_(config_bool(config, "coft")),
+      eps_(config_double(config, "eps")),
+      block_share_(config_bool(config, "block_share")),
+      neumann_(config_bool(config, "use_cayley_neumann")),
+      neumann_terms_(config_int(config, "num_cayley_neumann_terms")) {
   weight = register_parameter("weight", at::zeros({block_share_ ? 1 : blocks, block_size * (block_size - 1) / 2}, options));
 }
 
@@ -216,8 +190,8 @@ OftRotation& OftLayer::rotation(const std::string& adapter) const {
 }
 
 void OftLayer::add(const std::string& adapter, const nlohmann::json& config, bool initialise) {
-  int64_t r = config_int(config, "r", 0);
-  int64_t block_size = config_int(config, "oft_block_size", 32);
+  int64_t r = config_int(config, "r");
+  int64_t block_size = config_int(config, "oft_block_size");
   // As PEFT: the given one is moved to the nearest divisor of the width when it does not divide it.
   if (r == 0) {
     if (in_features_ % block_size != 0 || block_size > in_features_) block_size = nearest_divisor(in_features_, block_size);
@@ -229,7 +203,7 @@ void OftLayer::add(const std::string& adapter, const nlohmann::json& config, boo
   at::Tensor w = orthogonal::base_weight(*base_layer());
   auto rotation = std::make_shared<OftRotation>(r, block_size, in_features_, config,
                                                 at::TensorOptions().dtype(w.scalar_type()).device(w.device()));
-  if (initialise && !config_bool(config, "init_weights", true)) {
+  if (initialise && !config_bool(config, "init_weights")) {
     at::NoGradGuard no_grad;
     rotation->weight.normal_(0.0, 0.1);
   }

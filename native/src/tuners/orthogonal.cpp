@@ -15,7 +15,7 @@ at::Tensor cayley(const at::Tensor& skew) {
 }
 
 void check_bias(const nlohmann::json& config, const std::string& peft_type, const std::string& only) {
-  std::string bias = config_string(config, "bias", "none");
+  std::string bias = config_string(config, "bias");
   if (bias != "none" && bias != "all" && bias != only)
     fail(ErrorKind::InvalidArgument, peft_type + " config field 'bias' must be \"none\", \"all\" or \"" + only +
                                          "\", got \"" + bias + "\"");

@@ -26,17 +26,17 @@ class PTuningTuner : public PromptLearningTuner {
                      {"encoder_dropout", 0.0}});
     nlohmann::json config = with_defaults(input, defaults);
     check_common(config);
-    const std::string type = config_string(config, "encoder_reparameterization_type", "MLP");
+    const std::string type = config_string(config, "encoder_reparameterization_type");
     if (type != "MLP" && type != "LSTM")
       fail(ErrorKind::InvalidArgument, "P_TUNING config field 'encoder_reparameterization_type' must be MLP or LSTM, "
                                        "got " + config["encoder_reparameterization_type"].dump());
-    if (!config["encoder_hidden_size"].is_null() && config_int(config, "encoder_hidden_size", 0) <= 0)
+    if (!config["encoder_hidden_size"].is_null() && config_int(config, "encoder_hidden_size") <= 0)
       fail(ErrorKind::InvalidArgument, "P_TUNING config field 'encoder_hidden_size' must be positive, got " +
                                            config["encoder_hidden_size"].dump());
-    if (config_int(config, "encoder_num_layers", 2) <= 0)
+    if (config_int(config, "encoder_num_layers") <= 0)
       fail(ErrorKind::InvalidArgument, "P_TUNING config field 'encoder_num_layers' must be positive, got " +
                                            config["encoder_num_layers"].dump());
-    double dropout = config_double(config, "encoder_dropout", 0.0);
+    double dropout = config_double(config, "encoder_dropout");
     if (dropout < 0 || dropout >= 1)
       fail(ErrorKind::InvalidArgument, "P_TUNING config field 'encoder_dropout' must be in [0, 1), got " +
                                            config["encoder_dropout"].dump());
@@ -46,15 +46,15 @@ class PTuningTuner : public PromptLearningTuner {
   std::shared_ptr<torch::nn::Module> build_encoder(models::Model& model, const nlohmann::json& config,
                                                    bool) const override {
     using torch::nn::Linear;
-    const int64_t token_dim = config_int(config, "token_dim", model.hidden_size());
-    const int64_t hidden = config_int(config, "encoder_hidden_size", token_dim);
+    const int64_t token_dim = config_int(config, "token_dim");
+    const int64_t hidden = config_int(config, "encoder_hidden_size");
     auto encoder = embedding_encoder(total_virtual_tokens(config), token_dim);
-    if (config_bool(config, "inference_mode", false)) return encoder;
-    if (config_string(config, "encoder_reparameterization_type", "MLP") == "LSTM") {
+    if (config_bool(config, "inference_mode")) return encoder;
+    if (config_string(config, "encoder_reparameterization_type") == "LSTM") {
       encoder->register_module(
           "lstm_head", torch::nn::LSTM(torch::nn::LSTMOptions(token_dim, hidden)
-                                           .num_layers(config_int(config, "encoder_num_layers", 2))
-                                           .dropout(config_double(config, "encoder_dropout", 0.0))
+                                           .num_layers(config_int(config, "encoder_num_layers"))
+                                           .dropout(config_double(config, "encoder_dropout"))
                                            .bidirectional(true)
                                            .batch_first(true)));
       encoder->register_module("mlp_head", torch::nn::Sequential(Linear(hidden * 2, hidden * 2), torch::nn::ReLU(),

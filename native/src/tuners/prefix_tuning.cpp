@@ -16,9 +16,9 @@ namespace peft4j::tuners {
 std::vector<models::LayerKV> prefix_layers(const at::Tensor& table, const nlohmann::json& config, int64_t batch,
                                            int64_t model_layers, bool seq2seq) {
   const int64_t v = num_virtual_tokens(config);
-  const int64_t layers = config_int(config, "num_layers", 0);
-  const int64_t heads = config_int(config, "num_attention_heads", 0);
-  const int64_t head_dim = config_int(config, "token_dim", 0) / heads;
+  const int64_t layers = config_int(config, "num_layers");
+  const int64_t heads = config_int(config, "num_attention_heads");
+  const int64_t head_dim = config_int(config, "token_dim") / heads;
   // [V, 2L, heads, head_dim] -> [2L, heads, V, head_dim]
   at::Tensor blocks = table.reshape({v, 2 * layers, heads, head_dim}).permute({1, 2, 0, 3});
   std::vector<models::LayerKV> out;
@@ -47,11 +47,11 @@ class PrefixTuningTuner : public PromptLearningTuner {
     defaults.update({{"encoder_hidden_size", nullptr}, {"prefix_projection", false}, {"init_weights", nullptr}});
     nlohmann::json config = with_defaults(input, defaults);
     check_common(config);
-    config_bool(config, "prefix_projection", false);
+    config_bool(config, "prefix_projection");
     if (!config["init_weights"].is_null() && config["init_weights"] != "zero")
       fail(ErrorKind::InvalidArgument, "PREFIX_TUNING config field 'init_weights' must be null or \"zero\", got " +
                                            config["init_weights"].dump());
-    if (!config["encoder_hidden_size"].is_null() && config_int(config, "encoder_hidden_size", 0) <= 0)
+    if (!config["encoder_hidden_size"].is_null() && config_int(config, "encoder_hidden_size") <= 0)
       fail(ErrorKind::InvalidArgument, "PREFIX_TUNING config field 'encoder_hidden_size' must be positive, got " +
                                            config["encoder_hidden_size"].dump());
     return config;
@@ -67,7 +67,7 @@ class PrefixTuningTuner : public PromptLearningTuner {
       const int64_t kv_heads = mc["num_key_value_heads"].get<int64_t>();
       const int64_t head_dim = mc.contains("head_dim") && mc["head_dim"].is_number_integer()
                                    ? mc["head_dim"].get<int64_t>()
-                                   : config_int(config, "token_dim", 0) / config_int(config, "num_attention_heads", 1);
+                                   : config_int(config, "token_dim") / config_int(config, "num_attention_heads");
       config["token_dim"] = head_dim * kv_heads;
       config["num_attention_heads"] = kv_heads;
     }
@@ -81,11 +81,11 @@ class PrefixTuningTuner : public PromptLearningTuner {
       fail(ErrorKind::Unsupported, "PREFIX_TUNING needs access to every attention layer's keys and values; peft4j's " +
                                        model.model_type() + " model does not take them (llama, qwen2, mistral, gpt2, "
                                        "bert, t5 do)");
-    const int64_t token_dim = config_int(config, "token_dim", 0);
-    const int64_t heads = config_int(config, "num_attention_heads", 0);
-    const int64_t layers = config_int(config, "num_layers", 0);
-    if (!config_bool(config, "prefix_projection", false) && !config["encoder_hidden_size"].is_null() &&
-        config_int(config, "encoder_hidden_size", 0) != token_dim)
+    const int64_t token_dim = config_int(config, "token_dim");
+    const int64_t heads = config_int(config, "num_attention_heads");
+    const int64_t layers = config_int(config, "num_layers");
+    if (!config_bool(config, "prefix_projection") && !config["encoder_hidden_size"].is_null() &&
+        config_int(config, "encoder_hidden_size") != token_dim)
       fail(ErrorKind::InvalidArgument, "PREFIX_TUNING config field 'encoder_hidden_size' (" +
                                            config["encoder_hidden_size"].dump() +
                                            ") only sizes the projection, and prefix_projection is false; set "
@@ -106,12 +106,12 @@ class PrefixTuningTuner : public PromptLearningTuner {
                                                    bool initialise) const override {
     using torch::nn::Linear;
     const int64_t v = num_virtual_tokens(config);
-    const int64_t token_dim = config_int(config, "token_dim", 0);
-    const int64_t width = config_int(config, "num_layers", 0) * 2 * token_dim;
+    const int64_t token_dim = config_int(config, "token_dim");
+    const int64_t width = config_int(config, "num_layers") * 2 * token_dim;
     const bool zero = initialise && config["init_weights"] == "zero";
     at::NoGradGuard no_grad;
-    if (config_bool(config, "prefix_projection", false) && !config_bool(config, "inference_mode", false)) {
-      const int64_t hidden = config_int(config, "encoder_hidden_size", token_dim);
+    if (config_bool(config, "prefix_projection") && !config_bool(config, "inference_mode")) {
+      const int64_t hidden = config_int(config, "encoder_hidden_size");
       auto encoder = embedding_encoder(v, token_dim);
       auto last = Linear(hidden, width);
       encoder->register_module("transform", torch::nn::Sequential(Linear(token_dim, hidden), torch::nn::Tanh(), last));

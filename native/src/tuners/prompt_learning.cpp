@@ -29,10 +29,10 @@ at::Tensor ones_before(const at::Tensor& mask, int64_t count) {
 
 }  // namespace
 
-int64_t num_virtual_tokens(const nlohmann::json& config) { return config_int(config, "num_virtual_tokens", 0); }
+int64_t num_virtual_tokens(const nlohmann::json& config) { return config_int(config, "num_virtual_tokens"); }
 
 int64_t total_virtual_tokens(const nlohmann::json& config) {
-  return num_virtual_tokens(config) * config_int(config, "num_transformer_submodules", 1);
+  return num_virtual_tokens(config) * config_int(config, "num_transformer_submodules");
 }
 
 std::shared_ptr<torch::nn::Module> embedding_encoder(int64_t rows, int64_t width) {
@@ -56,14 +56,14 @@ void PromptLearningTuner::check_common(const nlohmann::json& config) {
   const std::string type = config.value("peft_type", std::string());
   if (config["num_virtual_tokens"].is_null())
     fail(ErrorKind::InvalidArgument, type + " config field 'num_virtual_tokens' is required");
-  if (config_int(config, "num_virtual_tokens", 0) <= 0)
+  if (config_int(config, "num_virtual_tokens") <= 0)
     fail(ErrorKind::InvalidArgument, type + " config field 'num_virtual_tokens' must be positive, got " +
                                          config["num_virtual_tokens"].dump());
   for (const char* field : {"token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers"})
-    if (!config[field].is_null() && config_int(config, field, 0) <= 0)
+    if (!config[field].is_null() && config_int(config, field) <= 0)
       fail(ErrorKind::InvalidArgument, type + " config field '" + field + "' must be positive, got " +
                                            config[field].dump());
-  config_bool(config, "inference_mode", false);
+  config_bool(config, "inference_mode");
 }
 
 nlohmann::json PromptLearningTuner::resolve_for_model(const nlohmann::json& input, models::Model& model) const {
@@ -89,8 +89,8 @@ nlohmann::json PromptLearningTuner::resolve_for_model(const nlohmann::json& inpu
 }
 
 void PromptLearningTuner::check_model(const nlohmann::json& config, models::Model& model) const {
-  const int64_t token_dim = config_int(config, "token_dim", 0);
-  if (model.task() != models::Task::Seq2SeqLM && config_int(config, "num_transformer_submodules", 1) != 1)
+  const int64_t token_dim = config_int(config, "token_dim");
+  if (model.task() != models::Task::Seq2SeqLM && config_int(config, "num_transformer_submodules") != 1)
     fail(ErrorKind::InvalidArgument, peft_type() + " config field 'num_transformer_submodules' must be 1 for a " +
                                          model.model_type() + " model without a decoder, got " +
                                          config["num_transformer_submodules"].dump());

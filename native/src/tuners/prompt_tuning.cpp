@@ -28,13 +28,14 @@ class PromptTuningTuner : public PromptLearningTuner {
                      {"prompt_tuning_init_text", nullptr},
                      {"tokenizer_name_or_path", nullptr},
                      {"tokenizer_kwargs", nullptr}});
-    nlohmann::json config = with_defaults(input, defaults);
+    // prompt_tuning_init_token_ids is peft4j's: TEXT's ids, tokenized by the caller (PEFT tokenizes in Python).
+    nlohmann::json config = with_defaults(input, defaults, {"prompt_tuning_init_token_ids"});
     check_common(config);
-    const std::string init = config_string(config, "prompt_tuning_init", "RANDOM");
+    const std::string init = config_string(config, "prompt_tuning_init");
     if (init != "RANDOM" && init != "TEXT" && init != "SAMPLE_VOCAB")
       fail(ErrorKind::InvalidArgument, "PROMPT_TUNING config field 'prompt_tuning_init' must be RANDOM, TEXT or "
                                        "SAMPLE_VOCAB, got " + config["prompt_tuning_init"].dump());
-    if (init == "TEXT" && !config_bool(config, "inference_mode", false)) {
+    if (init == "TEXT" && !config_bool(config, "inference_mode")) {
       const auto& ids = config.value("prompt_tuning_init_token_ids", nlohmann::json());
       if (!ids.is_array() || ids.empty())
         fail(ErrorKind::InvalidArgument, "PROMPT_TUNING with prompt_tuning_init TEXT needs "
@@ -51,9 +52,9 @@ class PromptTuningTuner : public PromptLearningTuner {
   std::shared_ptr<torch::nn::Module> build_encoder(models::Model& model, const nlohmann::json& config,
                                                    bool initialise) const override {
     const int64_t rows = total_virtual_tokens(config);
-    auto encoder = embedding_encoder(rows, config_int(config, "token_dim", model.hidden_size()));
-    const std::string init = config_string(config, "prompt_tuning_init", "RANDOM");
-    if (!initialise || init == "RANDOM" || config_bool(config, "inference_mode", false)) return encoder;
+    auto encoder = embedding_encoder(rows, config_int(config, "token_dim"));
+    const std::string init = config_string(config, "prompt_tuning_init");
+    if (!initialise || init == "RANDOM" || config_bool(config, "inference_mode")) return encoder;
     at::Tensor ids;
     const int64_t vocab = model.vocab_size();
     if (init == "SAMPLE_VOCAB") {

@@ -47,51 +47,25 @@ at::Tensor ternary(const at::Tensor& uniform, double sparsity) {
   return out;
 }
 
-std::shared_ptr<AdapterDict> tuner_dict(torch::nn::Module& tuner_module, const std::string& name) {
-  auto children = tuner_module.named_children();
-  if (const auto* child = children.find(name)) return std::dynamic_pointer_cast<AdapterDict>(*child);
-  return tuner_module.register_module(name, std::make_shared<AdapterDict>());
-}
-
-class RandLoraTuner : public Tuner {
+class RandLoraTuner : public WrappingTuner<RandLoraLayer> {
  public:
-  std::string peft_type() const override { return "RANDLORA"; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    check_linear_method_config(config, /*has_bias=*/true, "randlora_dropout");
-    if (config_int(config, "r", 32) <= 0)
-      fail(ErrorKind::InvalidArgument, "RANDLORA config field 'r' must be a positive integer, got " + config["r"].dump());
-    if (config["projection_prng_key"].is_null())
-      fail(ErrorKind::InvalidArgument, "RANDLORA config field 'projection_prng_key' must be an integer, got null");
-    config_int(config, "projection_prng_key", 0);
-    config_bool(config, "save_projection", true);
-    config_bool(config, "sparse", false);
-    config_bool(config, "very_sparse", false);
-    config_double(config, "randlora_alpha", 640);
-    config_bool(config, "fan_in_fan_out", false);
-    config_bool(config, "init_weights", true);
-    return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const RandLoraLayer*>(&m) || (!dynamic_cast<const AdapterLayer*>(&m) && linear_shape(m));
-  }
+  // init_weights true: λ = 0, so ΔW = 0.
+  RandLoraTuner() : WrappingTuner({"RANDLORA", kDefaults, kLinear | kConv1D, {{"init_weights", true}}}) {}
 
   // PEFT's _pre_injection_hook: bases as large as the largest target, one pair per adapter.
   void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                InjectContext& ctx) const override {
     auto [out, in] = largest_target_shape(model, targets);
     const int64_t max_dim = std::max(out, in), min_dim = std::min(out, in);
-    const int64_t r = config_int(ctx.config, "r", 32);
+    const int64_t r = config_int(ctx.config, "r");
     const int64_t n_bases = bases_for(min_dim, r);
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(
-        static_cast<uint64_t>(config_int(ctx.config, "projection_prng_key", 0)));
+    auto generator =
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(config_int(ctx.config, "projection_prng_key")));
     at::Tensor a, b;
     {
       at::NoGradGuard no_grad;
-      const bool very_sparse = config_bool(ctx.config, "very_sparse", false);
-      if (very_sparse || config_bool(ctx.config, "sparse", false)) {
+      const bool very_sparse = config_bool(ctx.config, "very_sparse");
+      if (very_sparse || config_bool(ctx.config, "sparse")) {
         const double sparsity = very_sparse ? std::sqrt(static_cast<double>(min_dim)) : 3.0;
         a = ternary(at::rand({r, 1, min_dim}, generator, at::kFloat), sparsity);
         b = ternary(at::rand({max_dim, n_bases, r}, generator, at::kFloat), sparsity);
@@ -104,30 +78,25 @@ class RandLoraTuner : public Tuner {
       a = a / a.std();
       b = b / b.std();
     }
-    auto options = target_options(model, targets);
-    a = a.to(options.device(), options.dtype().toScalarType());
-    b = b.to(options.device(), options.dtype().toScalarType());
-    const bool persistent = config_bool(ctx.config, "save_projection", true);
-    tuner_dict(tuner_module, "randlora_A")->put_buffer(ctx.adapter, a, persistent);
-    tuner_dict(tuner_module, "randlora_B")->put_buffer(ctx.adapter, b, persistent);
-    ctx.shared["randlora_A"] = a;
-    ctx.shared["randlora_B"] = b;
+    share_projections(tuner_module, model, targets, ctx, "randlora", a, b);
   }
 
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<RandLoraLayer>(target);
-    if (!layer) layer = std::make_shared<RandLoraLayer>(target, ctx.state);
-    layer->add(ctx.adapter, config_int(ctx.config, "r", 32), ctx.config, ctx.shared.at("randlora_A"),
-               ctx.shared.at("randlora_B"), config_bool(ctx.config, "save_projection", true), ctx.initialise);
-    return layer;
+ protected:
+  void validate(nlohmann::json& config) const override {
+    check_linear_method_config(config, /*has_bias=*/true, "randlora_dropout");
+    config_positive_int(config, "r");
+    config_int(config, "projection_prng_key");
+    config_bool(config, "save_projection");
+    config_bool(config, "sparse");
+    config_bool(config, "very_sparse");
+    config_double(config, "randlora_alpha");
+    config_bool(config, "fan_in_fan_out");
+    config_bool(config, "init_weights");
   }
 
-  // init_weights true: λ = 0, so ΔW = 0.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(RandLoraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_int(ctx.config, "r"), ctx.config, ctx.shared.at("randlora_A"),
+              ctx.shared.at("randlora_B"), config_bool(ctx.config, "save_projection"), ctx.initialise);
   }
 };
 
@@ -136,7 +105,7 @@ class RandLoraTuner : public Tuner {
 }  // namespace
 
 RandLoraLayer::RandLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+    : WeightDeltaLayer(base, std::move(state)) {
   shape_ = wrapped_linear_shape(*base, "RandLoRA");
   // Registration order as PEFT's RandLoraLayer.
   randlora_lambda_ = register_module("randlora_lambda", std::make_shared<AdapterDict>());
@@ -163,7 +132,7 @@ void RandLoraLayer::add(const std::string& adapter, int64_t r, const nlohmann::j
     at::NoGradGuard no_grad;
     lambda = at::randn({r, n_bases}, at::kFloat).to(options.device(), options.dtype().toScalarType());
     gamma = at::ones({n_bases, min_dim}, options) / static_cast<double>(max_dim);
-    if (initialise && config_bool(config, "init_weights", true)) {
+    if (initialise && config_bool(config, "init_weights")) {
       lambda.zero_();
       // PEFT's reset divides by the larger side of γ itself, not of the layer.
       gamma.fill_(1.0 / static_cast<double>(std::max(n_bases, min_dim)));
@@ -178,8 +147,8 @@ void RandLoraLayer::add(const std::string& adapter, int64_t r, const nlohmann::j
   randlora_B_->put_buffer(adapter, randlora_B.alias(), persistent);
   r_[adapter] = r;
   num_bases_[adapter] = n_bases;
-  scaling_[adapter] = config_double(config, "randlora_alpha", 640) / static_cast<double>(r);
-  dropout_[adapter] = config_double(config, "randlora_dropout", 0.0);
+  scaling_[adapter] = config_double(config, "randlora_alpha") / static_cast<double>(r);
+  dropout_[adapter] = config_double(config, "randlora_dropout");
 }
 
 std::pair<at::Tensor, at::Tensor> RandLoraLayer::scaled_bases(const std::string& adapter) const {
@@ -221,28 +190,11 @@ at::Tensor RandLoraLayer::delta_weight(const std::string& adapter) const {
   return delta * scaling_.at(adapter);
 }
 
-void RandLoraLayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.add_(delta_weight(adapter).to(w.scalar_type()));
-}
-
-void RandLoraLayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.sub_(delta_weight(adapter).to(w.scalar_type()));
-}
-
 void RandLoraLayer::forget_adapter(const std::string& adapter) {
   r_.erase(adapter);
   num_bases_.erase(adapter);
   scaling_.erase(adapter);
   dropout_.erase(adapter);
-}
-
-at::Tensor RandLoraLayer::forward(const at::Tensor& x) {
-  refuse_mixed_batch(*state_, peft_type());
-  return AdapterLayer::forward(x);
 }
 
 }  // namespace peft4j::tuners

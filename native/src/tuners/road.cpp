@@ -18,45 +18,22 @@ const nlohmann::json kDefaults = {
     {"inference_mode", false}, {"auto_mapping", nullptr}, {"variant", "road_1"}, {"group_size", 64},
     {"init_weights", true}, {"target_modules", nullptr}, {"modules_to_save", nullptr}};
 
-class RoadTuner : public Tuner {
+class RoadTuner : public WrappingTuner<RoadLayer> {
  public:
-  std::string peft_type() const override { return "ROAD"; }
+  RoadTuner() : WrappingTuner({"ROAD", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    std::string variant = config_string(config, "variant", "road_1");
-    if (variant != "road_1" && variant != "road_2" && variant != "road_4")
-      fail(ErrorKind::InvalidArgument, "ROAD config field 'variant' must be \"road_1\", \"road_2\" or \"road_4\", got \"" +
-                                           variant + "\"");
-    const int64_t group_size = config_int(config, "group_size", 64);
-    if (group_size <= 0 || group_size % 2 != 0)
+ protected:
+  void validate(nlohmann::json& config) const override {
+    config_choice(config, "variant", {"road_1", "road_2", "road_4"});
+    const int64_t group_size = config_positive_int(config, "group_size");
+    if (group_size % 2 != 0)
       fail(ErrorKind::InvalidArgument, "ROAD config field 'group_size' must be a positive even integer, got " +
                                            std::to_string(group_size));
-    config_bool(config, "init_weights", true);
-    require_target_modules(config);
-    return config;
+    config_bool(config, "init_weights");
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const RoadLayer*>(&m);
-  }
-
-  void check_model(const nlohmann::json& config, models::Model& model) const override {
-    require_wrappable_targets(*this, config, model, "Linear modules");
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<RoadLayer>(target);
-    if (!layer) layer = std::make_shared<RoadLayer>(target, ctx.state);
-    layer->add(ctx.adapter, ctx.config, ctx.key, ctx.initialise);
-    return layer;
-  }
-
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(RoadLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, ctx.config, ctx.key, ctx.initialise);
   }
 };
 
@@ -81,8 +58,8 @@ RoadLayer::RoadLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
 bool RoadLayer::has_adapter(const std::string& adapter) const { return variant_.count(adapter) > 0; }
 
 void RoadLayer::add(const std::string& adapter, const nlohmann::json& config, const std::string& key, bool initialise) {
-  const std::string variant = config_string(config, "variant", "road_1");
-  const int64_t group_size = config_int(config, "group_size", 64);
+  const std::string variant = config_string(config, "variant");
+  const int64_t group_size = config_int(config, "group_size");
   if (out_features_ % group_size != 0)
     fail(ErrorKind::InvalidArgument, "ROAD config field 'group_size' (" + std::to_string(group_size) +
                                          ") must divide out_features (" + std::to_string(out_features_) +
@@ -92,7 +69,7 @@ void RoadLayer::add(const std::string& adapter, const nlohmann::json& config, co
   auto options = at::TensorOptions().dtype(w.scalar_type()).device(w.device());
   at::Tensor theta = at::zeros({size}, options);
   at::Tensor alpha = at::ones({size}, options);
-  if (initialise && !config_bool(config, "init_weights", true)) {
+  if (initialise && !config_bool(config, "init_weights")) {
     theta.normal_(0.0, 0.5);
     alpha.normal_(1.0, 0.5);
   }

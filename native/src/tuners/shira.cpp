@@ -22,44 +22,27 @@ const nlohmann::json kDefaults = {
     {"random_seed", nullptr}, {"target_modules", nullptr}, {"fan_in_fan_out", false}, {"init_weights", true},
     {"modules_to_save", nullptr}};
 
-class ShiraTuner : public Tuner {
+class ShiraTuner : public WrappingTuner<ShiraLayer> {
  public:
-  std::string peft_type() const override { return "SHIRA"; }
+  // init_weights true: zero weights, so ΔW = 0.
+  ShiraTuner() : WrappingTuner({"SHIRA", kDefaults, kLinear, {{"init_weights", true}}}) {}
 
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
+ protected:
+  void validate(nlohmann::json& config) const override {
     check_linear_method_config(config, /*has_bias=*/false);
-    if (config_int(config, "r", 32) <= 0)
-      fail(ErrorKind::InvalidArgument, "SHIRA config field 'r' must be a positive integer, got " + config["r"].dump());
+    config_positive_int(config, "r");
     // Other mask types need a Python mask function PEFT takes from code, not from the config.
-    std::string mask_type = config_string(config, "mask_type", "random");
+    std::string mask_type = config_string(config, "mask_type");
     if (mask_type != "random")
       fail(ErrorKind::Unsupported, "SHIRA config field 'mask_type' = \"" + mask_type +
                                        "\" is not supported by peft4j (\"random\"; custom mask functions are Python code)");
-    config_int(config, "random_seed", 0);
-    config_bool(config, "fan_in_fan_out", false);
-    config_bool(config, "init_weights", true);
-    return config;
+    config_optional_int(config, "random_seed");
+    config_bool(config, "fan_in_fan_out");
+    config_bool(config, "init_weights");
   }
 
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const ShiraLayer*>(&m) ||
-           (!dynamic_cast<const AdapterLayer*>(&m) && linear_shape(m, /*conv1d=*/false));
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<ShiraLayer>(target);
-    if (!layer) layer = std::make_shared<ShiraLayer>(target, ctx.state);
-    layer->add(ctx.adapter, config_int(ctx.config, "r", 32), ctx.config, ctx.initialise);
-    return layer;
-  }
-
-  // init_weights true: zero weights, so ΔW = 0.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(ShiraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_int(ctx.config, "r"), ctx.config, ctx.initialise);
   }
 };
 
@@ -68,7 +51,7 @@ class ShiraTuner : public Tuner {
 }  // namespace
 
 ShiraLayer::ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+    : WeightDeltaLayer(base, std::move(state)) {
   shape_ = wrapped_linear_shape(*base, "SHiRA", /*conv1d=*/false);
   shira_weight_ = register_module("shira_weight", std::make_shared<AdapterDict>());
   shira_indices_ = register_module("shira_indices", std::make_shared<AdapterDict>());
@@ -84,14 +67,14 @@ void ShiraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json
   at::Tensor weight = linear_weight(*base_layer());
   auto generator = config["random_seed"].is_null()
                        ? at::make_generator<at::CPUGeneratorImpl>()
-                       : at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(config_int(config, "random_seed", 0)));
+                       : at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(config_int(config, "random_seed")));
   at::Tensor chosen = std::get<0>(at::randperm(in * out, generator, at::kLong).slice(0, 0, count).sort());
   at::Tensor indices =
       at::stack({at::div(chosen, in, "floor"), at::remainder(chosen, in)}).to(at::kInt).to(weight.device());
   at::Tensor values;
   {
     at::NoGradGuard no_grad;
-    values = (initialise && config_bool(config, "init_weights", true) ? at::zeros({count}, at::kFloat)
+    values = (initialise && config_bool(config, "init_weights") ? at::zeros({count}, at::kFloat)
                                                                        : at::randn({count}, at::kFloat))
                  .to(weight.device(), weight.scalar_type());
   }
@@ -121,26 +104,9 @@ at::Tensor ShiraLayer::apply(const at::Tensor& x, const at::Tensor& result, cons
   return result + at::linear(x, delta_weight(adapter).to(x.scalar_type()));
 }
 
-void ShiraLayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.add_(delta_weight(adapter).to(w.scalar_type()));
-}
-
-void ShiraLayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.sub_(delta_weight(adapter).to(w.scalar_type()));
-}
-
 void ShiraLayer::forget_adapter(const std::string& adapter) {
   r_.erase(adapter);
   scaling_.erase(adapter);
-}
-
-at::Tensor ShiraLayer::forward(const at::Tensor& x) {
-  refuse_mixed_batch(*state_, peft_type());
-  return AdapterLayer::forward(x);
 }
 
 }  // namespace peft4j::tuners

@@ -5,6 +5,7 @@
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 

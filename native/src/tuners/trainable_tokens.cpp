@@ -47,26 +47,12 @@ std::shared_ptr<TrainableTokensLayer> layer_at(models::Model& model, const std::
   return layer;
 }
 
-class TrainableTokensTuner : public Tuner {
+class TrainableTokensTuner : public WrappingTuner<TrainableTokensLayer> {
  public:
-  std::string peft_type() const override { return "TRAINABLE_TOKENS"; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    const auto& indices = config["token_indices"];
-    if (!indices.is_array() || !std::all_of(indices.begin(), indices.end(), [](const nlohmann::json& i) {
-          return i.is_number_integer() && i.get<int64_t>() >= 0;
-        }))
-      fail(ErrorKind::InvalidArgument, "TRAINABLE_TOKENS config field 'token_indices' must be a list of token ids "
-                                       "(non-negative integers), got " + indices.dump());
-    auto ids = indices.get<std::vector<int64_t>>();
-    // A row listed twice would be written twice by index_copy, and which write wins is undefined.
-    if (std::set<int64_t>(ids.begin(), ids.end()).size() != ids.size())
-      fail(ErrorKind::InvalidArgument, "TRAINABLE_TOKENS config field 'token_indices' lists a token twice: " +
-                                           indices.dump());
-    config_bool(config, "init_weights", true);
-    return config;
-  }
+  // init_weights true copies the base rows: the model is unchanged until trained.
+  TrainableTokensTuner()
+      : WrappingTuner({"TRAINABLE_TOKENS", kDefaults, kEmbedding | kLinear, {{"init_weights", true}},
+                       /*requires_target_modules=*/false}) {}
 
   // PEFT's _prepare_adapter_config: without target_modules, the model's input embedding is the target.
   nlohmann::json resolve_for_model(const nlohmann::json& config, models::Model& model) const override {
@@ -75,11 +61,6 @@ class TrainableTokensTuner : public Tuner {
     std::string path = path_of(model, &model.input_embeddings());
     resolved["target_modules"] = path.empty() ? "embed_tokens" : path;
     return resolved;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) || dynamic_cast<const torch::nn::LinearImpl*>(&m) ||
-           dynamic_cast<const TrainableTokensLayer*>(&m);
   }
 
   // When the input embedding is a target and the model ties other modules to its weight (tie_word_embeddings),
@@ -106,24 +87,29 @@ class TrainableTokensTuner : public Tuner {
     }
     if (tied.empty()) return;
     auto owner = layer_at(model, input_path, ctx.state);
-    owner->add(ctx.adapter, token_indices(ctx.config), ctx.config["init_weights"].get<bool>());
+    add(*owner, ctx);
     for (const auto& path : tied) layer_at(model, path, ctx.state)->add_tied(ctx.adapter, *owner);
   }
 
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<TrainableTokensLayer>(target);
-    if (layer && layer->has_adapter(ctx.adapter)) return layer;  // set up by prepare (tied embeddings)
-    if (!layer) layer = std::make_shared<TrainableTokensLayer>(target, ctx.state);
-    layer->add(ctx.adapter, token_indices(ctx.config), ctx.config["init_weights"].get<bool>());
-    return layer;
+ protected:
+  void validate(nlohmann::json& config) const override {
+    const auto& indices = config["token_indices"];
+    if (!indices.is_array() || !std::all_of(indices.begin(), indices.end(), [](const nlohmann::json& i) {
+          return i.is_number_integer() && i.get<int64_t>() >= 0;
+        }))
+      fail(ErrorKind::InvalidArgument, "TRAINABLE_TOKENS config field 'token_indices' must be a list of token ids "
+                                       "(non-negative integers), got " + indices.dump());
+    auto ids = indices.get<std::vector<int64_t>>();
+    // A row listed twice would be written twice by index_copy, and which write wins is undefined.
+    if (std::set<int64_t>(ids.begin(), ids.end()).size() != ids.size())
+      fail(ErrorKind::InvalidArgument, "TRAINABLE_TOKENS config field 'token_indices' lists a token twice: " +
+                                           indices.dump());
+    config_bool(config, "init_weights");
   }
 
-  // init_weights true copies the base rows: the model is unchanged until trained.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(TrainableTokensLayer& layer, const InjectContext& ctx) const override {
+    if (layer.has_adapter(ctx.adapter)) return;  // set up by prepare (tied embeddings)
+    layer.add(ctx.adapter, token_indices(ctx.config), config_bool(ctx.config, "init_weights"));
   }
 };
 

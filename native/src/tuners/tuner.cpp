@@ -1,10 +1,14 @@
 #include "peft4j/tuners/tuner.h"
 
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
 
 #include "peft4j/error.h"
+#include "peft4j/models/conv1d.h"
 
 namespace peft4j::tuners {
 
@@ -97,6 +101,9 @@ at::Tensor AdapterLayer::forward(const at::Tensor& x) {
     return base_forward(x);
   }
   if (state_->row_adapters) {
+    if (!routes_mixed_batches())
+      fail(ErrorKind::Unsupported, peft_type() + " adapters do not support mixed batches (one adapter per row): PEFT "
+                                                 "0.21 routes them for LoRA only; run one forward per adapter instead");
     if (!merged_.empty())
       fail(ErrorKind::InvalidArgument, "a mixed batch cannot run while adapters are merged into the weights; unmerge first");
     return mixed_forward(x, *state_->row_adapters);
@@ -164,6 +171,51 @@ void AdapterLayer::delete_adapter(const std::string& adapter) {
   forget_adapter(adapter);
 }
 
+// ---- WeightDeltaLayer ---------------------------------------------------------------------------------------
+
+at::Tensor WeightDeltaLayer::base_weight() const {
+  auto params = base_layer()->named_parameters(false);
+  const auto* w = params.find("weight");
+  if (!w) fail(ErrorKind::Internal, peft_type() + " wraps a module without a weight");
+  return *w;
+}
+
+void WeightDeltaLayer::merge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  at::Tensor w = base_weight();
+  w.add_(delta_weight(adapter).to(w.scalar_type()));
+}
+
+void WeightDeltaLayer::unmerge_adapter(const std::string& adapter) {
+  at::NoGradGuard no_grad;
+  at::Tensor w = base_weight();
+  w.sub_(delta_weight(adapter).to(w.scalar_type()));
+}
+
+// ---- Module kinds ------------------------------------------------------------------------------------------
+
+bool is_module_kind(const torch::nn::Module& m, unsigned kinds) {
+  return ((kinds & kLinear) && dynamic_cast<const torch::nn::LinearImpl*>(&m)) ||
+         ((kinds & kConv1D) && dynamic_cast<const models::Conv1DImpl*>(&m)) ||
+         ((kinds & kEmbedding) && dynamic_cast<const torch::nn::EmbeddingImpl*>(&m));
+}
+
+std::string describe_module_kinds(unsigned kinds) {
+  std::vector<std::string> names;
+  if (kinds & kLinear) names.push_back("Linear");
+  if (kinds & kConv1D) names.push_back("GPT-2's Conv1D");
+  if (kinds & kEmbedding) names.push_back("Embedding");
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return out + " modules";
+}
+
+std::shared_ptr<AdapterDict> model_level_dict(torch::nn::Module& tuner_module, const std::string& name) {
+  auto children = tuner_module.named_children();
+  if (const auto* child = children.find(name)) return std::dynamic_pointer_cast<AdapterDict>(*child);
+  return tuner_module.register_module(name, std::make_shared<AdapterDict>());
+}
+
 // ---- Tuner and registry ------------------------------------------------------------------------------------
 
 std::string Tuner::checkpoint_key(const std::string& model_key, const std::string& adapter) const {
@@ -171,8 +223,15 @@ std::string Tuner::checkpoint_key(const std::string& model_key, const std::strin
 }
 
 bool register_tuner(std::shared_ptr<const Tuner> tuner) {
-  registry()[tuner->peft_type()] = std::move(tuner);
+  const std::string type = tuner->peft_type();
+  if (!registry().emplace(type, std::move(tuner)).second)
+    fail(ErrorKind::Internal, "peft_type '" + type + "' is registered twice");
   return true;
+}
+
+void Tuner::add_weighted_adapter(PeftModel&, const WeightedCombination& request) const {
+  fail(ErrorKind::Unsupported, "add_weighted_adapter does not combine " + peft_type() + " adapters ('" +
+                                   request.adapters.front() + "')");
 }
 
 const Tuner& tuner_for(const std::string& peft_type) {

@@ -52,6 +52,13 @@ auto in_part(const char* name, F&& f) -> decltype(f()) {
   return in_config_part(kType, name, std::forward<F>(f));
 }
 
+// The prefix part as stored: PREFIX_TUNING's config of `part`, with UniPELT's own shared_gating (from `original`, the
+// part before PREFIX_TUNING saw it) beside its fields.
+void store_prefix_part(nlohmann::json& config, const nlohmann::json& part, const nlohmann::json& original) {
+  config[kPrefix] = stored_part(part);
+  if (original.contains("shared_gating")) config[kPrefix]["shared_gating"] = original["shared_gating"];
+}
+
 [[noreturn]] void bad_part_field(const char* part, const std::string& field, const std::string& why) {
   fail(ErrorKind::InvalidArgument, std::string(kType) + " config field '" + part + "." + field + "' " + why);
 }
@@ -65,7 +72,7 @@ std::vector<models::SelfAttentionLayer> prefixed_attentions(models::Model& model
 }
 
 int64_t gates_per_layer(const nlohmann::json& config) {
-  return config_bool(config.at(kPrefix), "shared_gating", true) ? 1 : 2;
+  return config_bool(config.at(kPrefix), "shared_gating") ? 1 : 2;
 }
 
 bool gateable(const torch::nn::Module& m) {
@@ -88,15 +95,18 @@ class UniPeltTuner : public ModelLevelTuner {
         fail(ErrorKind::InvalidArgument, std::string(kType) + " config field '" + name + "' must be an object, got " +
                                              config[name].dump());
 
-    nlohmann::json prefix = with_defaults(config[kPrefix], kPrefixDefaults);
+    // shared_gating is UniPELT's own field of the prefix part; the rest is PREFIX_TUNING's.
+    nlohmann::json prefix = fill_absent(config[kPrefix], kPrefixDefaults);
+    const nlohmann::json original = prefix;
     if (!prefix["shared_gating"].is_boolean())
       bad_part_field(kPrefix, "shared_gating", "must be true or false, got " + prefix["shared_gating"].dump());
+    prefix.erase("shared_gating");
     if (prefix["prefix_projection"] == true && !prefix.contains("encoder_hidden_size"))
       prefix["encoder_hidden_size"] = kProjectionWidth;
     prefix["peft_type"] = "PREFIX_TUNING";
-    config[kPrefix] = stored_part(in_part(kPrefix, [&] { return prefix_tuner().normalize_config(prefix); }));
+    store_prefix_part(config, in_part(kPrefix, [&] { return prefix_tuner().normalize_config(prefix); }), original);
 
-    nlohmann::json adapter = with_defaults(config[kAdapter], kAdapterDefaults);
+    nlohmann::json adapter = fill_absent(config[kAdapter], kAdapterDefaults);
     for (const auto& [field, value] : kAdapterFixed.items()) {
       if (adapter.contains(field) && adapter[field] != value)
         bad_part_field(kAdapter, field, "must be " + value.dump() + " (UniPELT gates a bottleneck of its own), got " +
@@ -106,13 +116,12 @@ class UniPeltTuner : public ModelLevelTuner {
     adapter["peft_type"] = "BOTTLENECK";
     config[kAdapter] = stored_part(in_part(kAdapter, [&] { return adapter_tuner().normalize_config(adapter); }));
 
-    nlohmann::json lora = with_defaults(config[kLora], kLoraDefaults);
+    nlohmann::json lora = fill_absent(config[kLora], kLoraDefaults);
     for (const char* field : kLoraScalingFields)
       if (lora.contains(field))
         bad_part_field(kLora, field, "does not apply: UniPELT's gate replaces LoRA's scaling alpha / r");
-    if (config_bool(lora, "use_dora", false) || config_bool(lora, "lora_bias", false))
-      bad_part_field(kLora, config_bool(lora, "use_dora", false) ? "use_dora" : "lora_bias",
-                     "is not supported with UniPELT's gate");
+    for (const char* field : {"use_dora", "lora_bias"})
+      if (lora.contains(field) && lora[field] != false) bad_part_field(kLora, field, "is not supported with UniPELT's gate");
     if (lora.contains("bias") && lora["bias"] != "none")
       bad_part_field(kLora, "bias", "must be \"none\" (train biases with the top-level modules_to_save)");
     if (lora.contains("modules_to_save") && !lora["modules_to_save"].is_null())
@@ -130,9 +139,9 @@ class UniPeltTuner : public ModelLevelTuner {
 
   nlohmann::json resolve_for_model(const nlohmann::json& input, models::Model& model) const override {
     nlohmann::json config = input;
-    config[kPrefix] = stored_part(in_part(kPrefix, [&] {
+    store_prefix_part(config, in_part(kPrefix, [&] {
       return prefix_tuner().resolve_for_model(unipelt_prefix_config(input), model);
-    }));
+    }), input[kPrefix]);
     config[kAdapter] = stored_part(in_part(kAdapter, [&] {
       return adapter_tuner().resolve_for_model(unipelt_adapter_config(input), model);
     }));
@@ -150,7 +159,7 @@ class UniPeltTuner : public ModelLevelTuner {
   void check_model(const nlohmann::json& config, models::Model& model) const override {
     in_part(kPrefix, [&] { prefix_tuner().check_model(unipelt_prefix_config(config), model); });
     in_part(kAdapter, [&] { adapter_tuner().check_model(unipelt_adapter_config(config), model); });
-    const int64_t prefixes = config_int(config[kPrefix], "num_layers", 0);
+    const int64_t prefixes = config_int(config[kPrefix], "num_layers");
     const auto attentions = prefixed_attentions(model);
     if (model.task() != models::Task::Seq2SeqLM && static_cast<int64_t>(attentions.size()) != prefixes)
       fail(ErrorKind::Unsupported, std::string(kType) + " gates the prefixes inside attention; peft4j's " +
@@ -213,7 +222,7 @@ class UniPeltTuner : public ModelLevelTuner {
   nlohmann::json config_for_load(const nlohmann::json& saved) const override {
     nlohmann::json config = saved;
     if (saved.contains(kPrefix) && saved[kPrefix].is_object())
-      config[kPrefix] = stored_part(prefix_tuner().config_for_load(unipelt_prefix_config(saved)));
+      store_prefix_part(config, prefix_tuner().config_for_load(unipelt_prefix_config(saved)), saved[kPrefix]);
     return config;
   }
 
@@ -262,7 +271,9 @@ class UniPeltTuner : public ModelLevelTuner {
 }  // namespace
 
 nlohmann::json unipelt_prefix_config(const nlohmann::json& config) {
-  return config_part(config, kPrefix, "PREFIX_TUNING");
+  nlohmann::json prefix = config_part(config, kPrefix, "PREFIX_TUNING");
+  prefix.erase("shared_gating");
+  return prefix;
 }
 
 nlohmann::json unipelt_adapter_config(const nlohmann::json& config) {

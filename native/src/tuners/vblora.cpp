@@ -40,67 +40,21 @@ at::ScalarType index_type(int64_t num_vectors) {
   return at::kLong;
 }
 
-class VBLoraTuner : public Tuner {
+class VBLoraTuner : public WrappingTuner<VBLoraLayer> {
  public:
-  std::string peft_type() const override { return "VBLORA"; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    for (const char* field : {"r", "num_vectors", "vector_length", "topk"})
-      if (config_int(config, field, 1) <= 0)
-        fail(ErrorKind::InvalidArgument, std::string("VBLORA config field '") + field +
-                                             "' must be a positive integer, got " + config[field].dump());
-    if (config_int(config, "topk", 2) > config_int(config, "num_vectors", 256))
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'topk' (" + config["topk"].dump() +
-                                           ") must not exceed 'num_vectors' (" + config["num_vectors"].dump() + ")");
-    double dropout = config_double(config, "vblora_dropout", 0.0);
-    if (dropout < 0 || dropout >= 1)
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'vblora_dropout' must be in [0, 1), got " +
-                                           config["vblora_dropout"].dump());
-    config_double(config, "init_vector_bank_bound", 0.02);
-    if (config_double(config, "init_logits_std", 0.1) < 0)
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'init_logits_std' must be >= 0, got " +
-                                           config["init_logits_std"].dump());
-    config_bool(config, "save_only_topk_weights", false);  // type checks: both must be booleans
-    config_bool(config, "fan_in_fan_out", false);
-    std::string bias = config_string(config, "bias", "none");
-    if (bias != "none" && bias != "all" && !ends_with(bias, "_only"))
-      fail(ErrorKind::InvalidArgument, "VBLORA config field 'bias' must be \"none\", \"all\" or \"vblora_only\", got \"" +
-                                           bias + "\"");
-    require_target_modules(config);
-    return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m) ||
-           dynamic_cast<const VBLoraLayer*>(&m);
-  }
+  VBLoraTuner() : WrappingTuner({"VBLORA", kDefaults, kLinear | kConv1D}) {}
 
   // The bank is model-level state: one per adapter on "base_model", in the dtype and on the device of the targets.
   void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                InjectContext& ctx) const override {
-    std::shared_ptr<AdapterDict> dict;
-    auto children = tuner_module.named_children();
-    if (const auto* existing = children.find(kBank))
-      dict = std::dynamic_pointer_cast<AdapterDict>(*existing);
-    else
-      dict = tuner_module.register_module(kBank, std::make_shared<AdapterDict>());
     auto weight = module_at(model, targets.front())->parameters(true).front();
     at::NoGradGuard no_grad;
-    const double bound = config_double(ctx.config, "init_vector_bank_bound", 0.02);
-    at::Tensor bank = at::empty({config_int(ctx.config, "num_vectors", 256), config_int(ctx.config, "vector_length", 256)},
+    const double bound = config_double(ctx.config, "init_vector_bank_bound");
+    at::Tensor bank = at::empty({config_int(ctx.config, "num_vectors"), config_int(ctx.config, "vector_length")},
                                 weight.options().requires_grad(false))
                           .uniform_(-bound, bound);
-    dict->put_parameter(ctx.adapter, bank);
+    model_level_dict(tuner_module, kBank)->put_parameter(ctx.adapter, bank);
     ctx.shared[kBank] = bank;
-  }
-
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<VBLoraLayer>(target);
-    if (!layer) layer = std::make_shared<VBLoraLayer>(target, ctx.state);
-    layer->add(ctx.adapter, ctx.shared.at(kBank), ctx.config, ctx.initialise);
-    return layer;
   }
 
   // PEFT's _remove_adapter_name_from_key: "...vblora_logits_A.<adapter>_topk_indices" saves as
@@ -116,9 +70,9 @@ class VBLoraTuner : public Tuner {
   }
 
   void to_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const override {
-    if (!config_bool(config, "save_only_topk_weights", false)) return;
-    const int64_t topk = config_int(config, "topk", 2);
-    const auto indices_type = index_type(config_int(config, "num_vectors", 256));
+    if (!config_bool(config, "save_only_topk_weights")) return;
+    const int64_t topk = config_int(config, "topk");
+    const auto indices_type = index_type(config_int(config, "num_vectors"));
     std::vector<std::string> keys;
     for (const auto& [key, t] : tensors)
       if (ends_with(key, "vblora_logits_A") || ends_with(key, "vblora_logits_B")) keys.push_back(key);
@@ -133,8 +87,8 @@ class VBLoraTuner : public Tuner {
   // Compact logits become full ones: log of the k weights at their indices, −inf elsewhere (PEFT's
   // _remap_adapter_state_dict_for_load).
   void from_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const override {
-    if (!config_bool(config, "save_only_topk_weights", false)) return;
-    const int64_t num_vectors = config_int(config, "num_vectors", 256);
+    if (!config_bool(config, "save_only_topk_weights")) return;
+    const int64_t num_vectors = config_int(config, "num_vectors");
     const std::string tail = "_topk_indices";
     std::vector<std::string> keys;
     for (const auto& [key, t] : tensors)
@@ -156,6 +110,28 @@ class VBLoraTuner : public Tuner {
       tensors.erase(base + "_topk_weights");
     }
   }
+ protected:
+  void validate(nlohmann::json& config) const override {
+    for (const char* field : {"r", "num_vectors", "vector_length", "topk"}) config_positive_int(config, field);
+    if (config_int(config, "topk") > config_int(config, "num_vectors"))
+      fail(ErrorKind::InvalidArgument, "VBLORA config field 'topk' (" + config["topk"].dump() +
+                                           ") must not exceed 'num_vectors' (" + config["num_vectors"].dump() + ")");
+    config_probability(config, "vblora_dropout");
+    config_double(config, "init_vector_bank_bound");
+    if (config_double(config, "init_logits_std") < 0)
+      fail(ErrorKind::InvalidArgument, "VBLORA config field 'init_logits_std' must be >= 0, got " +
+                                           config["init_logits_std"].dump());
+    config_bool(config, "save_only_topk_weights");
+    config_bool(config, "fan_in_fan_out");
+    std::string bias = config_string(config, "bias");
+    if (bias != "none" && bias != "all" && !ends_with(bias, "_only"))
+      fail(ErrorKind::InvalidArgument, "VBLORA config field 'bias' must be \"none\", \"all\" or \"vblora_only\", got \"" +
+                                           bias + "\"");
+  }
+
+  void add(VBLoraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, ctx.shared.at(kBank), ctx.config, ctx.initialise);
+  }
 };
 
 [[maybe_unused]] const bool registered = register_tuner(std::make_shared<VBLoraTuner>());
@@ -163,11 +139,8 @@ class VBLoraTuner : public Tuner {
 }  // namespace
 
 VBLoraLayer::VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
-  const LinearShape shape = wrapped_linear_shape(*base, "VBLORA");
-  in_features_ = shape.in_features;
-  out_features_ = shape.out_features;
-  fan_in_fan_out_ = shape.fan_in_fan_out;
+    : WeightDeltaLayer(base, std::move(state)) {
+  shape_ = wrapped_linear_shape(*base, "VBLORA");
   vblora_logits_A_ = register_module("vblora_logits_A", std::make_shared<AdapterDict>());
   vblora_logits_B_ = register_module("vblora_logits_B", std::make_shared<AdapterDict>());
   vblora_vector_bank_ = register_module(kBank, std::make_shared<AdapterDict>());
@@ -176,28 +149,28 @@ VBLoraLayer::VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_pt
 bool VBLoraLayer::has_adapter(const std::string& adapter) const { return vblora_logits_A_->contains(adapter); }
 
 void VBLoraLayer::add(const std::string& adapter, const at::Tensor& bank, const nlohmann::json& config, bool initialise) {
-  const int64_t length = config_int(config, "vector_length", 256);
-  const int64_t r = config_int(config, "r", 4);
-  const int64_t num_vectors = config_int(config, "num_vectors", 256);
-  for (const auto& [name, features] : {std::pair<const char*, int64_t>{"in_features", in_features_},
-                                       std::pair<const char*, int64_t>{"out_features", out_features_}})
+  const int64_t length = config_int(config, "vector_length");
+  const int64_t r = config_int(config, "r");
+  const int64_t num_vectors = config_int(config, "num_vectors");
+  for (const auto& [name, features] : {std::pair<const char*, int64_t>{"in_features", shape_.in_features},
+                                       std::pair<const char*, int64_t>{"out_features", shape_.out_features}})
     if (features % length != 0)
       fail(ErrorKind::InvalidArgument, std::string("VBLORA config field 'vector_length' (") + std::to_string(length) +
                                            ") must divide the layer's " + name + " (" + std::to_string(features) + ")");
   at::NoGradGuard no_grad;
   auto options = base_layer()->parameters(false).front().options().requires_grad(false);
-  at::Tensor a = at::zeros({r, in_features_ / length, num_vectors}, options);
-  at::Tensor b = at::zeros({out_features_ / length, r, num_vectors}, options);
+  at::Tensor a = at::zeros({r, shape_.in_features / length, num_vectors}, options);
+  at::Tensor b = at::zeros({shape_.out_features / length, r, num_vectors}, options);
   if (initialise) {
-    const double std = config_double(config, "init_logits_std", 0.1);
+    const double std = config_double(config, "init_logits_std");
     a.normal_(0.0, std);
     b.normal_(0.0, std);
   }
   vblora_logits_A_->put_parameter(adapter, a);
   vblora_logits_B_->put_parameter(adapter, b);
   vblora_vector_bank_->put_parameter(adapter, bank);
-  topk_[adapter] = config_int(config, "topk", 2);
-  dropout_[adapter] = config_double(config, "vblora_dropout", 0.0);
+  topk_[adapter] = config_int(config, "topk");
+  dropout_[adapter] = config_double(config, "vblora_dropout");
 }
 
 std::pair<at::Tensor, at::Tensor> VBLoraLayer::lora_matrices(const std::string& adapter, bool f32) const {
@@ -238,19 +211,7 @@ at::Tensor VBLoraLayer::delta_weight(const std::string& adapter) const {
   bool f32 = logits.device().is_cpu() && (logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16);
   auto [a, b] = lora_matrices(adapter, f32);
   at::Tensor delta = at::matmul(b, a);
-  return fan_in_fan_out_ ? delta.t() : delta;
-}
-
-void VBLoraLayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = base_layer()->named_parameters(false)["weight"];
-  w.add_(delta_weight(adapter).to(w.scalar_type()));
-}
-
-void VBLoraLayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = base_layer()->named_parameters(false)["weight"];
-  w.sub_(delta_weight(adapter).to(w.scalar_type()));
+  return shape_.fan_in_fan_out ? delta.t() : delta;
 }
 
 void VBLoraLayer::forget_adapter(const std::string& adapter) {

@@ -31,72 +31,41 @@ at::Tensor kaiming(int64_t rows, int64_t cols, at::Generator& generator) {
   return at::empty({rows, cols}, at::kFloat).uniform_(-bound, bound, generator);
 }
 
-std::shared_ptr<AdapterDict> tuner_dict(torch::nn::Module& tuner_module, const std::string& name) {
-  auto children = tuner_module.named_children();
-  if (const auto* child = children.find(name)) return std::dynamic_pointer_cast<AdapterDict>(*child);
-  return tuner_module.register_module(name, std::make_shared<AdapterDict>());
-}
-
-class VeraTuner : public Tuner {
+class VeraTuner : public WrappingTuner<VeraLayer> {
  public:
-  std::string peft_type() const override { return "VERA"; }
-
-  nlohmann::json normalize_config(const nlohmann::json& input) const override {
-    nlohmann::json config = with_defaults(input, kDefaults);
-    check_linear_method_config(config, /*has_bias=*/true, "vera_dropout");
-    if (config_int(config, "r", 256) <= 0)
-      fail(ErrorKind::InvalidArgument, "VERA config field 'r' must be a positive integer, got " + config["r"].dump());
-    if (config["projection_prng_key"].is_null())
-      fail(ErrorKind::InvalidArgument, "VERA config field 'projection_prng_key' must be an integer, got null");
-    config_int(config, "projection_prng_key", 0);
-    config_bool(config, "save_projection", true);
-    config_double(config, "d_initial", 0.1);
-    config_bool(config, "fan_in_fan_out", false);
-    config_bool(config, "init_weights", true);
-    return config;
-  }
-
-  bool can_wrap(const torch::nn::Module& m) const override {
-    return dynamic_cast<const VeraLayer*>(&m) || (!dynamic_cast<const AdapterLayer*>(&m) && linear_shape(m));
-  }
+  // init_weights true: λ_b = 0, so ΔW = 0.
+  VeraTuner() : WrappingTuner({"VERA", kDefaults, kLinear | kConv1D, {{"init_weights", true}}}) {}
 
   // PEFT's _init_vera_A_vera_B: projections as large as the largest target, one pair per adapter.
   void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                InjectContext& ctx) const override {
     auto [out, in] = largest_target_shape(model, targets);
-    const int64_t r = config_int(ctx.config, "r", 256);
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(
-        static_cast<uint64_t>(config_int(ctx.config, "projection_prng_key", 0)));
+    const int64_t r = config_int(ctx.config, "r");
+    auto generator =
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(config_int(ctx.config, "projection_prng_key")));
     at::Tensor a, b;
     {
       at::NoGradGuard no_grad;
       a = kaiming(r, in, generator);
       b = kaiming(out, r, generator);
     }
-    auto options = target_options(model, targets);
-    a = a.to(options.device(), options.dtype().toScalarType());
-    b = b.to(options.device(), options.dtype().toScalarType());
-    const bool persistent = config_bool(ctx.config, "save_projection", true);
-    tuner_dict(tuner_module, "vera_A")->put_buffer(ctx.adapter, a, persistent);
-    tuner_dict(tuner_module, "vera_B")->put_buffer(ctx.adapter, b, persistent);
-    ctx.shared["vera_A"] = a;
-    ctx.shared["vera_B"] = b;
+    share_projections(tuner_module, model, targets, ctx, "vera", a, b);
   }
 
-  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
-                                            const InjectContext& ctx) const override {
-    auto layer = std::dynamic_pointer_cast<VeraLayer>(target);
-    if (!layer) layer = std::make_shared<VeraLayer>(target, ctx.state);
-    layer->add(ctx.adapter, config_int(ctx.config, "r", 256), ctx.config, ctx.shared.at("vera_A"),
-               ctx.shared.at("vera_B"), ctx.initialise);
-    return layer;
+ protected:
+  void validate(nlohmann::json& config) const override {
+    check_linear_method_config(config, /*has_bias=*/true, "vera_dropout");
+    config_positive_int(config, "r");
+    config_int(config, "projection_prng_key");
+    config_bool(config, "save_projection");
+    config_double(config, "d_initial");
+    config_bool(config, "fan_in_fan_out");
+    config_bool(config, "init_weights");
   }
 
-  // init_weights true: λ_b = 0, so ΔW = 0.
-  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
-    nlohmann::json identity = config;
-    identity["init_weights"] = true;
-    return identity;
+  void add(VeraLayer& layer, const InjectContext& ctx) const override {
+    layer.add(ctx.adapter, config_int(ctx.config, "r"), ctx.config, ctx.shared.at("vera_A"), ctx.shared.at("vera_B"),
+              ctx.initialise);
   }
 };
 
@@ -105,7 +74,7 @@ class VeraTuner : public Tuner {
 }  // namespace
 
 VeraLayer::VeraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+    : WeightDeltaLayer(base, std::move(state)) {
   shape_ = wrapped_linear_shape(*base, "VeRA");
   vera_lambda_b_ = register_module("vera_lambda_b", std::make_shared<AdapterDict>());
   vera_lambda_d_ = register_module("vera_lambda_d", std::make_shared<AdapterDict>());
@@ -125,8 +94,8 @@ void VeraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json&
     at::NoGradGuard no_grad;
     lambda_b = at::ones({shape_.out_features}, options);
     lambda_d = at::randn({r}, at::kFloat).to(options.device(), options.dtype().toScalarType());
-    if (initialise && config_bool(config, "init_weights", true)) {
-      lambda_d.fill_(config_double(config, "d_initial", 0.1));
+    if (initialise && config_bool(config, "init_weights")) {
+      lambda_d.fill_(config_double(config, "d_initial"));
       lambda_b.zero_();
     }
   }
@@ -135,7 +104,7 @@ void VeraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json&
   vera_A_[adapter] = vera_A;
   vera_B_[adapter] = vera_B;
   r_[adapter] = r;
-  dropout_[adapter] = config_double(config, "vera_dropout", 0.0);
+  dropout_[adapter] = config_double(config, "vera_dropout");
 }
 
 at::Tensor VeraLayer::apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) {
@@ -169,28 +138,11 @@ at::Tensor VeraLayer::delta_weight(const std::string& adapter) const {
   return delta.to(dtype);
 }
 
-void VeraLayer::merge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.add_(delta_weight(adapter).to(w.scalar_type()));
-}
-
-void VeraLayer::unmerge_adapter(const std::string& adapter) {
-  at::NoGradGuard no_grad;
-  at::Tensor w = linear_weight(*base_layer());
-  w.sub_(delta_weight(adapter).to(w.scalar_type()));
-}
-
 void VeraLayer::forget_adapter(const std::string& adapter) {
   vera_A_.erase(adapter);
   vera_B_.erase(adapter);
   r_.erase(adapter);
   dropout_.erase(adapter);
-}
-
-at::Tensor VeraLayer::forward(const at::Tensor& x) {
-  refuse_mixed_batch(*state_, peft_type());
-  return AdapterLayer::forward(x);
 }
 
 }  // namespace peft4j::tuners

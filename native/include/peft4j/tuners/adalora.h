@@ -8,25 +8,25 @@
 #include <map>
 #include <string>
 
+#include "peft4j/tuners/linear_target.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 
-class AdaLoraLayer : public AdapterLayer {
+class AdaLoraLayer : public WeightDeltaLayer {
  public:
   AdaLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "ADALORA"; }
   bool has_adapter(const std::string& adapter) const override;
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
 
   // Adds an adapter of rank r. `ranknum` is PEFT's divisor (the initial rank init_r, kept when a saved rank pattern
   // shrinks r); `random_init` false starts E at zero (init_lora_weights true) and true draws A, E, B from N(0, 1).
   void add(const std::string& adapter, int64_t r, int64_t ranknum, double lora_alpha, double dropout, bool random_init);
 
   // ΔW in the base weight's layout (Linear [out, in], Conv1D [in, out]).
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
   at::Tensor lora_a(const std::string& adapter) const { return lora_A_->parameter(adapter); }  // [r, in]
   at::Tensor lora_e(const std::string& adapter) const { return lora_E_->parameter(adapter); }  // [r, 1]
   at::Tensor lora_b(const std::string& adapter) const { return lora_B_->parameter(adapter); }  // [out, r]
@@ -39,8 +39,6 @@ class AdaLoraLayer : public AdapterLayer {
   at::Tensor triplet_importance(const std::string& adapter) const;
 
  protected:
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:
@@ -49,9 +47,7 @@ class AdaLoraLayer : public AdapterLayer {
     at::Tensor uncertainty;  // exp_avg_unc
   };
 
-  bool fan_in_fan_out_ = false;  // GPT-2's Conv1D stores [in, out]
-  int64_t in_features_ = 0;
-  int64_t out_features_ = 0;
+  LinearShape shape_;  // of the wrapped Linear/Conv1D
   std::shared_ptr<AdapterDict> lora_A_, lora_B_, lora_E_;
   std::map<std::string, int64_t> r_;
   std::map<std::string, double> scaling_;

@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class C3ALayer : public AdapterLayer {
+class C3ALayer : public WeightDeltaLayer {
  public:
   C3ALayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -19,18 +19,14 @@ class C3ALayer : public AdapterLayer {
   bool has_adapter(const std::string& adapter) const override { return block_size_.count(adapter) > 0; }
   // One adapter's update on its own (the layer's forward chains active adapters as PEFT does, see adapted_forward).
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
-  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
-  at::Tensor forward(const at::Tensor& x) override;
+  bool routes_mixed_batches() const override { return false; }
 
   void add(const std::string& adapter, int64_t block_size, const nlohmann::json& config, bool initialise);
   // ΔW as [out, in] (the dense block-circulant matrix divided by in_features).
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
 
  protected:
   at::Tensor adapted_forward(const at::Tensor& x) override;
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:

@@ -11,26 +11,23 @@
 
 namespace peft4j::tuners {
 
-class FourierFTLayer : public AdapterLayer {
+class FourierFTLayer : public WeightDeltaLayer {
  public:
   FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "FOURIERFT"; }
   bool has_adapter(const std::string& adapter) const override { return n_frequency_.count(adapter) > 0; }
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
-  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
-  at::Tensor forward(const at::Tensor& x) override;
+  bool routes_mixed_batches() const override { return false; }
 
   void add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config, bool initialise);
+  at::Tensor delta_weight(const std::string& adapter) const override;
   // ΔW as [out, in] (the layout the forward uses for Linear and Conv1D alike).
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_out_in(const std::string& adapter) const;
   // The chosen frequencies as [2, n]: rows and columns of the spectrum.
   const at::Tensor& indices(const std::string& adapter) const { return indices_.at(adapter); }
 
  protected:
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:

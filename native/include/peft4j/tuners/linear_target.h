@@ -16,6 +16,8 @@
 
 namespace peft4j::tuners {
 
+struct InjectContext;
+
 struct LinearShape {
   int64_t in_features = 0;
   int64_t out_features = 0;
@@ -39,19 +41,18 @@ std::pair<int64_t, int64_t> largest_target_shape(models::Model& model, const std
 // dtype and device of the first target's weight: where model-level tensors live, as PEFT moves them there.
 at::TensorOptions target_options(models::Model& model, const std::vector<std::string>& targets);
 
+// VeRA's and RandLoRA's shared random projections: registers `a` and `b`, moved to the targets' dtype and device, as
+// frozen model-level tensors "<prefix>_A" / "<prefix>_B" of ctx.adapter (saved unless the config's save_projection is
+// false, PEFT's BufferDict(persistent=...)), and hands them to the layers as ctx.shared["<prefix>_A"/"_B"].
+void share_projections(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
+                       InjectContext& ctx, const std::string& prefix, at::Tensor a, at::Tensor b);
+
 // Low-precision CPU tensors are computed in f32 (CPU bf16/f16 matmuls are slow), as PEFT's get_delta_weight does.
 bool upcast_on_cpu(const at::Tensor& t);
 
-// Checks shared by these methods' configs, each error naming the field: target_modules present, layers_pattern only
-// with layers_to_transform, `bias` (when the method has it) "none" or "all" — PEFT's "<method>_only" saves the
-// biases without training them and is refused — and a dropout field (when given) in [0, 1).
+// Checks shared by these methods' configs, each error naming the field: `bias` (when the method has it) "none" or
+// "all" — PEFT's "<method>_only" saves the biases without training them and is refused — and a dropout field (when
+// given) in [0, 1).
 void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field = "");
-
-struct AdapterState;
-
-// PEFT 0.21 routes mixed batches (adapter_names) for LoRA only; these methods' PeftModel.forward drops the argument
-// and applies the active adapters to every row. Rather than give other numbers than PEFT, or the same numbers while
-// ignoring the request, their layers refuse a mixed batch: Error(Unsupported) naming the method.
-void refuse_mixed_batch(const AdapterState& state, const std::string& method);
 
 }  // namespace peft4j::tuners

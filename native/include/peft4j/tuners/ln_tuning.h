@@ -4,26 +4,20 @@
 // "ln_tuning_layers.<adapter>", so parameters and saved keys equal PEFT's.
 #pragma once
 
+#include "peft4j/tuners/modules_to_save.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 
-class LnTuningLayer : public AdapterLayer {
+class LnTuningLayer : public ModuleCopyLayer {
  public:
   LnTuningLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "LN_TUNING"; }
-  bool has_adapter(const std::string& adapter) const override { return copies_->contains(adapter); }
-  // The adapter's copy run on x; the base output is not used.
-  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
   bool can_merge() const override { return true; }
   // Merging swaps the adapter's copy in as base_layer (so merge_and_unload keeps the tuned module); one adapter at
   // a time, as in PEFT: merging a second one unmerges the first.
   void merge(const std::vector<std::string>& adapters) override;
-
-  // Adds an adapter: a deep copy of the wrapped module (Error(Unsupported) when that module cannot be copied).
-  void add(const std::string& adapter);
-  std::shared_ptr<torch::nn::Module> copy(const std::string& adapter) const;
 
  protected:
   at::Tensor adapted_forward(const at::Tensor& x) override;
@@ -32,7 +26,6 @@ class LnTuningLayer : public AdapterLayer {
 
  private:
   void swap(const std::string& adapter);
-  std::shared_ptr<AdapterDict> copies_;
 };
 
 }  // namespace peft4j::tuners

@@ -11,7 +11,12 @@
 
 namespace peft4j::tuners {
 
-class LoraLayer : public AdapterLayer {
+// PEFT 0.21's LoraConfig fields with their defaults, as `peft_type` (AdaLoRA's config extends LoRA's).
+nlohmann::json lora_config_defaults(const std::string& peft_type);
+// Refuses by name the LoraConfig options peft4j does not reproduce (Megatron, EVA, CorDA, aLoRA, ...) when set.
+void refuse_unsupported_lora_options(const nlohmann::json& config);
+
+class LoraLayer : public WeightDeltaLayer {
  public:
   LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -29,7 +34,7 @@ class LoraLayer : public AdapterLayer {
   void add_gate(const std::string& adapter);
 
   // ΔW in the base weight's layout (Linear [out, in], Conv1D [in, out], Embedding [num, dim]), scaling included.
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
   double scaling(const std::string& adapter) const { return scaling_.at(adapter); }
   int64_t rank(const std::string& adapter) const { return r_.at(adapter); }
   bool is_embedding() const { return embedding_; }
@@ -43,7 +48,6 @@ class LoraLayer : public AdapterLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  at::Tensor base_weight() const;        // the wrapped module's weight, as stored
   at::Tensor weight_out_in() const;      // the same as [out, in] (Conv1D transposed)
   at::Tensor dora_weight_norm(const at::Tensor& lora_weight, double scale) const;
 

@@ -1,6 +1,8 @@
 // PEFT's PeftModel: a base model with named adapters injected into it. Module names follow PEFT's layout
 // (the base model sits at "base_model.model"), so parameter names equal PEFT's named_parameters() and saved
 // adapters use PEFT's keys ("base_model.model.<module>.lora_A.weight", adapter name removed).
+// peft_model.cpp holds the lifecycle (inject, activate, disable, delete, forward, merge); adapter_checkpoint.cpp the
+// PEFT-format files (which tensors an adapter has, their keys, save and load).
 #pragma once
 
 #include <map>
@@ -50,7 +52,8 @@ class PeftModel : public models::Model {
   // Merges the active adapters, removes every adapter layer and returns the plain base model.
   std::shared_ptr<models::Model> merge_and_unload();
 
-  // PEFT's add_weighted_adapter for LoRA: combination_type "linear", "cat" or "svd".
+  // PEFT's add_weighted_adapter: a new adapter from existing adapters of one method, combined as that method does
+  // (Tuner::add_weighted_adapter; LoRA: combination_type "linear", "cat" or "svd").
   void add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
                             const std::string& name, const std::string& combination_type, int64_t svd_rank = 0);
 
@@ -64,6 +67,11 @@ class PeftModel : public models::Model {
   models::ModelOutput forward_mixed(const models::ModelInputs& inputs, const std::vector<std::string>& row_adapters);
 
   models::Model& base_model() const { return *base_; }
+  // The adapter layers inside the base model, by module path, in module order.
+  NamedLayers adapter_layers() const;
+
+  // The child that holds prompt-learning encoders (PEFT's prompt_encoder ModuleDict).
+  static constexpr const char* kPromptEncoders = "prompt_encoder";
 
   // models::Model: the adapted model behaves as the base model does.
   models::ModelOutput forward(const models::ModelInputs& inputs) override;
@@ -87,7 +95,20 @@ class PeftModel : public models::Model {
     const Tuner* tuner;
     std::vector<std::string> layers;   // module paths (relative to the base model) holding this adapter
   };
-  NamedLayers adapter_layers() const;
+  // One tensor of an adapter: where it lives in the model and how PEFT's file names it.
+  struct AdapterTensor {
+    std::string model_key;       // PEFT's named_parameters() name
+    std::string checkpoint_key;  // PEFT's adapter_model.safetensors name
+    at::Tensor tensor;
+    bool trainable;              // saved embedding base weights are not trained
+    bool required;               // must be present when loading
+  };
+  // Every tensor of adapter `name`, found structurally as PEFT's _get_tuner_state_dict_key_prefixes does.
+  std::vector<AdapterTensor> adapter_tensors(const std::string& name) const;
+  torch::nn::Module* prompt_encoder(const std::string& adapter) const;  // nullptr when the adapter has none
+  // Whether the base model sits at "base_model" itself (prompt learning's layout) rather than at "base_model.model".
+  bool base_at_root() const;
+  void use_layout(bool at_root);
   void check_name(const std::string& name) const;
   const Adapter& adapter(const std::string& name) const;
   void remove_adapter(const std::string& name);

@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class ShiraLayer : public AdapterLayer {
+class ShiraLayer : public WeightDeltaLayer {
  public:
   ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -19,20 +19,16 @@ class ShiraLayer : public AdapterLayer {
   bool has_adapter(const std::string& adapter) const override { return r_.count(adapter) > 0; }
   // One adapter's update on its own: result + ΔW x (the layer's forward folds all active adapters into W, as PEFT).
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
-  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
-  at::Tensor forward(const at::Tensor& x) override;
+  bool routes_mixed_batches() const override { return false; }
 
   void add(const std::string& adapter, int64_t r, const nlohmann::json& config, bool initialise);
   // ΔW as [out, in], dense.
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
   // The positions of the trainable entries as [2, n] int32 (rows, columns), PEFT's shira_indices.
   at::Tensor indices(const std::string& adapter) const { return shira_indices_->parameter(adapter); }
 
  protected:
   at::Tensor adapted_forward(const at::Tensor& x) override;
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:

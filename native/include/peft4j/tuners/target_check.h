@@ -6,9 +6,10 @@
 #include <string>
 
 #include "peft4j/models/model.h"
-#include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
+
+class Tuner;
 
 // Error(Unsupported) "<peft_type> cannot wrap target module '<key>' (<module>): it wraps <supported> only" for the
 // first module the config targets that `tuner` cannot wrap. Modules inside existing adapter layers are never targets;

@@ -18,9 +18,13 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "peft4j/error.h"
 #include "peft4j/models/model.h"
+#include "peft4j/tuners/config.h"
+#include "peft4j/tuners/target_check.h"
 
 namespace peft4j::tuners {
 
@@ -82,6 +86,11 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // Whether any adapter is left (a layer without adapters is unwrapped).
   bool empty() const;
 
+  // Whether a mixed batch (one adapter per row) is routed here. PEFT 0.21 routes adapter_names for LoRA-style layers
+  // only and drops the argument elsewhere; rather than give other numbers than PEFT, or the same numbers while
+  // ignoring the request, a layer that does not route refuses a mixed batch (Error(Unsupported) naming the method).
+  virtual bool routes_mixed_batches() const { return true; }
+
   // The module the layer wraps, its child name, and its forward.
   std::shared_ptr<torch::nn::Module> base_layer() const;
   const std::string& base_name() const { return base_name_; }
@@ -117,6 +126,17 @@ struct InjectContext {
 };
 
 using NamedLayers = std::vector<std::pair<std::string, AdapterLayer*>>;
+
+class PeftModel;
+
+// PEFT's add_weighted_adapter request: a new adapter `name` combined from existing ones.
+struct WeightedCombination {
+  std::vector<std::string> adapters;
+  std::vector<double> weights;
+  std::string name;
+  std::string combination_type;
+  int64_t svd_rank = 0;  // 0: the largest rank among the inputs
+};
 
 class Tuner {
  public:
@@ -166,9 +186,124 @@ class Tuner {
   // Whether the adapter's output for a token depends only on the tokens so far, so that a KV cache can extend a
   // forward token by token. False for gates averaged over the whole sequence (UniPELT, gated bottleneck adapters).
   virtual bool supports_kv_cache(const nlohmann::json& config) const { return true; }
+  // PEFT's add_weighted_adapter for this method's adapters (all of request.adapters are this method's); the default
+  // raises Error(Unsupported) naming the method.
+  virtual void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const;
 };
 
-// Registry: each method's .cpp registers its Tuner from a static initialiser.
+// The layer of methods whose update is an additive ΔW on the wrapped module's weight (LoRA's family, LyCORIS, VeRA,
+// FourierFT, C3A, ...): merging adds ΔW to the weight and unmerging subtracts it.
+class WeightDeltaLayer : public AdapterLayer {
+ public:
+  using AdapterLayer::AdapterLayer;
+  bool can_merge() const override { return true; }
+  // ΔW in the wrapped weight's stored layout (Linear [out, in], GPT-2's Conv1D [in, out], Embedding [num, dim]), with
+  // the adapter's scaling.
+  virtual at::Tensor delta_weight(const std::string& adapter) const = 0;
+
+ protected:
+  void merge_adapter(const std::string& adapter) override;
+  void unmerge_adapter(const std::string& adapter) override;
+  // The wrapped module's "weight" as stored.
+  at::Tensor base_weight() const;
+};
+
+// Which modules a wrapping method's layer can wrap (flags, combined with |).
+enum ModuleKind : unsigned {
+  kLinear = 1,     // torch::nn::Linear
+  kConv1D = 2,     // GPT-2's Conv1D
+  kEmbedding = 4,  // torch::nn::Embedding
+};
+bool is_module_kind(const torch::nn::Module& module, unsigned kinds);
+// "Linear, GPT-2's Conv1D and Embedding modules", as errors name what a method wraps.
+std::string describe_module_kinds(unsigned kinds);
+
+// What a module-wrapping method declares once; WrappingTuner does the rest.
+struct MethodSpec {
+  std::string peft_type;
+  // Every field of PEFT's config class with its default: the one place a default lives (config reads have none).
+  nlohmann::json defaults;
+  unsigned wraps = kLinear;
+  // The fields that make a new adapter start as the identity (e.g. {"init_weights": true}; {} when every new adapter
+  // is); null when the method has no identity initialisation.
+  nlohmann::json identity = nullptr;
+  bool requires_target_modules = true;  // false for methods that derive their targets (resolve_for_model)
+  // What errors say the method wraps, for methods that override WrappingTuner::wraps(); empty: from `wraps`.
+  std::string wraps_description = "";
+};
+
+// The Tuner of a method that wraps target modules with `Layer` (PEFT's BaseTuner._create_and_replace): it fills the
+// defaults, checks the targets, creates the layer on a module's first adapter and extends it on later ones, and
+// derives the identity config. A method writes its MethodSpec, validate() for its own field rules and add() for how
+// one adapter is added to one layer.
+template <typename Layer>
+class WrappingTuner : public Tuner {
+ public:
+  explicit WrappingTuner(MethodSpec spec) : spec_(std::move(spec)) {}
+
+  std::string peft_type() const final { return spec_.peft_type; }
+
+  nlohmann::json normalize_config(const nlohmann::json& input) const override {
+    nlohmann::json config = with_method_defaults(input);
+    validate(config);
+    if (spec_.requires_target_modules) require_target_modules(config);
+    return config;
+  }
+
+  bool can_wrap(const torch::nn::Module& m) const override {
+    return dynamic_cast<const Layer*>(&m) || (!dynamic_cast<const AdapterLayer*>(&m) && wraps(m));
+  }
+
+  // PEFT raises for a targeted module its method cannot wrap rather than skipping it.
+  void check_model(const nlohmann::json& config, models::Model& model) const override {
+    require_wrappable_targets(*this, config, model,
+                              spec_.wraps_description.empty() ? describe_module_kinds(spec_.wraps) : spec_.wraps_description);
+  }
+
+  std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const override {
+    auto layer = std::dynamic_pointer_cast<Layer>(target);
+    if (!layer) layer = make_layer(target, ctx);
+    add(*layer, ctx);
+    return layer;
+  }
+
+  std::optional<nlohmann::json> identity_config(const nlohmann::json& config) const override {
+    if (spec_.identity.is_null()) return std::nullopt;
+    nlohmann::json identity = config;
+    identity.update(spec_.identity);
+    return identity;
+  }
+
+ protected:
+  const MethodSpec& spec() const { return spec_; }
+  nlohmann::json with_method_defaults(const nlohmann::json& input) const { return with_defaults(input, spec_.defaults); }
+  // Whether a module that is no adapter layer can be wrapped; the default checks spec().wraps.
+  virtual bool wraps(const torch::nn::Module& m) const { return is_module_kind(m, spec_.wraps); }
+  // The method's own rules on its normalised config (defaults filled), each error naming the field.
+  virtual void validate(nlohmann::json& config) const {}
+  // A new layer around `target` for the first adapter there; a Layer built from more than (module, state) needs its
+  // method to override this.
+  virtual std::shared_ptr<Layer> make_layer(const std::shared_ptr<torch::nn::Module>& target,
+                                            const InjectContext& ctx) const {
+    if constexpr (std::is_constructible_v<Layer, std::shared_ptr<torch::nn::Module>, std::shared_ptr<AdapterState>>)
+      return std::make_shared<Layer>(target, ctx.state);
+    else
+      fail(ErrorKind::Internal, spec_.peft_type + " does not say how its layer is made");
+  }
+  // Adds ctx.adapter (its normalised config ctx.config, module ctx.key) to `layer`.
+  virtual void add(Layer& layer, const InjectContext& ctx) const = 0;
+
+ private:
+  MethodSpec spec_;
+};
+
+// The AdapterDict `name` on the tuner module (PEFT's BaseTuner attribute, saved as "base_model.<name>"), created on
+// first use: model-level state shared by a method's layers (VeRA's projections, VB-LoRA's vector bank).
+std::shared_ptr<AdapterDict> model_level_dict(torch::nn::Module& tuner_module, const std::string& name);
+
+// Registry: each method's .cpp registers its Tuner from a static initialiser. A second tuner for a registered
+// peft_type is a peft4j bug: Error(Internal) naming it.
 bool register_tuner(std::shared_ptr<const Tuner> tuner);
 const Tuner& tuner_for(const std::string& peft_type);  // Error(Unsupported) listing the known types
 std::vector<std::string> registered_tuners();

@@ -9,18 +9,18 @@
 #include <map>
 #include <string>
 
+#include "peft4j/tuners/linear_target.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 
-class VBLoraLayer : public AdapterLayer {
+class VBLoraLayer : public WeightDeltaLayer {
  public:
   VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "VBLORA"; }
   bool has_adapter(const std::string& adapter) const override;
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
 
   // Adds an adapter mixing vectors of `bank` (the model's tensor itself, shared with every layer).
   void add(const std::string& adapter, const at::Tensor& bank, const nlohmann::json& config, bool initialise);
@@ -28,17 +28,13 @@ class VBLoraLayer : public AdapterLayer {
   // A [r, in] and B [out, r] assembled from the bank.
   std::pair<at::Tensor, at::Tensor> lora_matrices(const std::string& adapter, bool f32 = false) const;
   // ΔW in the base weight's layout (Linear [out, in], Conv1D [in, out]).
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
 
  protected:
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  bool fan_in_fan_out_ = false;  // GPT-2's Conv1D stores [in, out]
-  int64_t in_features_ = 0;
-  int64_t out_features_ = 0;
+  LinearShape shape_;  // of the wrapped Linear/Conv1D
   std::shared_ptr<AdapterDict> vblora_logits_A_, vblora_logits_B_, vblora_vector_bank_;
   std::map<std::string, int64_t> topk_;
   std::map<std::string, double> dropout_;

@@ -11,26 +11,22 @@
 
 namespace peft4j::tuners {
 
-class VeraLayer : public AdapterLayer {
+class VeraLayer : public WeightDeltaLayer {
  public:
   VeraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "VERA"; }
   bool has_adapter(const std::string& adapter) const override { return r_.count(adapter) > 0; }
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
-  bool can_merge() const override { return true; }
-  // A mixed batch is refused (see refuse_mixed_batch); otherwise the shared forward.
-  at::Tensor forward(const at::Tensor& x) override;
+  bool routes_mixed_batches() const override { return false; }
 
   // Adds an adapter of rank r over the shared projections (sliced to this layer's shape).
   void add(const std::string& adapter, int64_t r, const nlohmann::json& config, const at::Tensor& vera_A,
            const at::Tensor& vera_B, bool initialise);
   // ΔW in the base weight's layout (Linear [out, in], Conv1D [in, out]).
-  at::Tensor delta_weight(const std::string& adapter) const;
+  at::Tensor delta_weight(const std::string& adapter) const override;
 
  protected:
-  void merge_adapter(const std::string& adapter) override;
-  void unmerge_adapter(const std::string& adapter) override;
   void forget_adapter(const std::string& adapter) override;
 
  private:

@@ -1,10 +1,11 @@
-// The tuner contract (test_tuner_contract.cpp) for the methods HF PEFT lacks, which have no golden cases: on tiny
+// The tuner contract (test_tuner_contract.cpp) for the methods without golden cases (contract_cases.h): on tiny
 // models the test builds, inject -> identity -> 20 training steps lower the loss -> save -> load into a fresh base
 // gives identical logits -> a second adapter beside the first (switching, deleting) -> merge equals unmerged where the
 // method can merge, a named Unsupported error where it cannot.
 #include <gtest/gtest.h>
 
 #include "adapter_family_testing.h"
+#include "contract_cases.h"
 #include "golden_testing.h"
 #include "peft4j/tuners/tuner.h"
 
@@ -13,37 +14,11 @@ namespace {
 using namespace adapter_family_testing;
 using peft4j::tuners::PeftModel;
 
-struct FamilyCase {
-  std::string name;
-  std::string family;
-  nlohmann::json config;
-  bool identity_init = true;  // false: the method has no identity initialisation (MAM's and UniPELT's prefixes)
-};
+using contract_cases::GeneratedCase;
 
-std::vector<FamilyCase> family_cases() {
-  nlohmann::json houlsby = {{"peft_type", "BOTTLENECK"}, {"mh_adapter", true}, {"reduction_factor", 4}, {"non_linearity", "swish"}};
-  nlohmann::json scaled_parallel = {{"peft_type", "BOTTLENECK"}, {"is_parallel", true}, {"reduction_factor", 2}, {"scaling", "learned"}};
-  nlohmann::json compacter = {{"peft_type", "BOTTLENECK"}, {"mh_adapter", true}, {"reduction_factor", 4}, {"phm_layer", true}};
-  nlohmann::json mam = {{"peft_type", "MAM"}, {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}}};
-  nlohmann::json unipelt = {{"peft_type", "UNIPELT"},
-                            {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}},
-                            {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
-  return {{"houlsby_llama", "llama", houlsby},
-          {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
-          {"scaled_parallel_llama", "llama", scaled_parallel},
-          {"adapter_drop_llama", "llama", {{"peft_type", "BOTTLENECK"}, {"leave_out", {0}}, {"adapter_drop", true}}},
-          {"compacter_llama", "llama", compacter},
-          {"adapter_bias_gpt2", "gpt2", {{"peft_type", "ADAPTER_BIAS"}}},
-          {"bitfit_gpt2", "gpt2", {{"peft_type", "BITFIT"}}},
-          {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
-          {"mam_llama", "llama", mam, false},
-          {"unipelt_llama", "llama", unipelt, false},
-          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
-}
+class GeneratedContract : public ::testing::TestWithParam<GeneratedCase> {};
 
-class AdapterFamilyContract : public ::testing::TestWithParam<FamilyCase> {};
-
-TEST_P(AdapterFamilyContract, IdentityTrainSaveLoadMultipleMerge) {
+TEST_P(GeneratedContract, IdentityTrainSaveLoadMultipleMerge) {
   const auto& c = GetParam();
   const auto& tuner = peft4j::tuners::tuner_for(c.config["peft_type"].get<std::string>());
   auto model = std::make_shared<PeftModel>(tiny_model(c.family));
@@ -100,7 +75,7 @@ TEST_P(AdapterFamilyContract, IdentityTrainSaveLoadMultipleMerge) {
   EXPECT_TRUE(at::allclose(golden_testing::logits(*model, in), trained, 1e-4, 1e-4)) << c.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyModels, AdapterFamilyContract, ::testing::ValuesIn(family_cases()),
-                         [](const ::testing::TestParamInfo<FamilyCase>& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(TinyModels, GeneratedContract, ::testing::ValuesIn(contract_cases::generated_cases()),
+                         [](const ::testing::TestParamInfo<GeneratedCase>& info) { return info.param.name; });
 
 }  // namespace
