@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "peft4j/error.h"
+#include "peft4j/fault_injection.h"
 
 namespace peft4j::io {
 
@@ -88,6 +89,7 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
       fail(ErrorKind::Io, "cannot close '" + tmp + "': " + errno_text());
     }
     fd = -1;
+    kill_point("atomic-rename", path);
     if (::rename(tmp.c_str(), path.c_str()) != 0)
       fail(ErrorKind::Io, "cannot rename '" + tmp + "' to '" + path + "': " + errno_text());
   } catch (...) {
@@ -105,6 +107,20 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, [&](int fd) { write_all(fd, text.data(), text.size(), path); });
+}
+
+bool is_temporary_file_name(const std::string& name) {
+  // Read from the end: <n>, '.', <pid>, then ".tmp." after a non-empty target name.
+  auto digits_before = [&](size_t end) {
+    size_t begin = end;
+    while (begin > 0 && name[begin - 1] >= '0' && name[begin - 1] <= '9') --begin;
+    return begin < end ? begin : std::string::npos;
+  };
+  const size_t counter = digits_before(name.size());
+  if (counter == std::string::npos || counter < 1 || name[counter - 1] != '.') return false;
+  const size_t pid = digits_before(counter - 1);
+  const std::string marker = ".tmp.";
+  return pid != std::string::npos && pid > marker.size() && name.compare(pid - marker.size(), marker.size(), marker) == 0;
 }
 
 }  // namespace peft4j::io
