@@ -82,6 +82,28 @@ TEST(SafeTensors, RejectsCorruptionWithFileAndTensorNames) {
   std::remove(path.c_str());
 }
 
+TEST(SafeTensors, DeeplyNestedHeaderValuesAreRefusedNotPrinted) {
+  // A shape dimension nested a million arrays deep: printing it into a message would recurse as deep (a crash).
+  std::string path = temp_path("nested.safetensors");
+  const size_t depth = 1000000;
+  std::string header = R"({"w":{"dtype":"F32","data_offsets":[0,0],"shape":[)" + std::string(depth, '[') +
+                       std::string(depth, ']') + "]}}";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    uint64_t n = header.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << header;
+  }
+  try {
+    read_safetensors(path);
+    FAIL() << "a nested shape accepted";
+  } catch (const peft4j::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("header nests JSON deeper than 1000 levels"), std::string::npos)
+        << std::string(e.what()).substr(0, 300);
+  }
+  std::remove(path.c_str());
+}
+
 TEST(SafeTensors, FailedWriteLeavesThePreviousFile) {
   std::string path = temp_path("keep.safetensors");
   write_safetensors(path, {{"a", at::ones({2})}});

@@ -580,16 +580,6 @@ TEST(TrainerInputs, ExamplesLongerThanTheModelsPositionsAreTruncatedWithAWarning
   EXPECT_TRUE(short_ones.warnings().empty());
 }
 
-TEST(TrainerCheckpoint, TemporaryFileNamesAreRecognised) {
-  using peft4j::io::is_temporary_file_name;
-  EXPECT_TRUE(is_temporary_file_name("adapter_model.safetensors.tmp.4242.0"));
-  EXPECT_TRUE(is_temporary_file_name("metrics.json.tmp.17.12"));
-  EXPECT_TRUE(is_temporary_file_name(".write-probe.tmp.9.0"));
-  for (const std::string name : {"adapter_model.safetensors", ".tmp.1.2", "a.tmp.1.", "a.tmp..2", "a.tmp.x.2",
-                                  "notes.tmp", "a.tmp.1", "a.tmp1.2"})
-    EXPECT_FALSE(is_temporary_file_name(name)) << name;
-}
-
 namespace {
 
 namespace fs = std::filesystem;

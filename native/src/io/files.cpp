@@ -38,8 +38,16 @@ std::string read_text_file(const std::string& path) {
 
 nlohmann::json read_json_file(const std::string& path) {
   std::string text = read_text_file(path);
+  // Deeper nesting than Python's json reads (its recursion limit, 1000) is refused: printing such a value into an
+  // error message, as readers do, would recurse as deep and overflow the stack.
+  nlohmann::json::parser_callback_t depth_check = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= 1000)
+      fail(ErrorKind::Format, "'" + path + "' nests JSON deeper than 1000 levels");
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, depth_check);
   } catch (const nlohmann::json::parse_error& e) {
     fail(ErrorKind::Format, "'" + path + "' is not valid JSON: " + e.what());
   }
