@@ -13,7 +13,8 @@ namespace fuzz_testing {
 
 // A directory of this process's own (in /dev/shm when there is one: the inputs never touch a disk).
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the exit handler that removes the directory runs after static destructors would have.
+  static const std::string& dir = *new std::string([] {
     std::string base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     std::string templ = base + "/peft4j-fuzz-XXXXXX";
     if (!mkdtemp(templ.data())) std::abort();
@@ -22,7 +23,7 @@ inline const std::string& scratch_dir() {
       std::filesystem::remove_all(scratch_dir(), ignored);
     });
     return templ;
-  }();
+  }());
   return dir;
 }
 
