@@ -32,7 +32,7 @@ std::vector<std::string> split_names(const std::string& list) {
 nlohmann::json parse_adapter_config(const std::string& configJson) {
   try {
     return nlohmann::json::parse(configJson);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
     fail(ErrorKind::InvalidArgument, std::string("adapter config is not valid JSON: ") + e.what());
   }
 }

@@ -53,7 +53,7 @@ TrainerHandle TrainerHandle::create(const PeftModelHandle& model, const Training
     nlohmann::json config;
     try {
       config = nlohmann::json::parse(configJson);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
       fail(ErrorKind::InvalidArgument, std::string("training config is not valid JSON: ") + e.what());
     }
     TrainerHandle h;

@@ -14,6 +14,9 @@ TEST(JsonFiles, NestingDeeperThanPythonReadsIsRefused) {
   std::ofstream(path) << R"({"vocab_size": )" << std::string(100000, '[') << std::string(100000, ']') << "}";
   expect_error([&] { peft4j::io::read_json_file(path); }, peft4j::ErrorKind::Format,
                "'" + path + "' nests JSON deeper than 1000 levels");
+  // A number beyond double's range: nlohmann reports it as out_of_range, not as a parse error (found by fuzzing).
+  std::ofstream(path) << R"({"r": 222222e2222222222222222222222222})";
+  expect_error([&] { peft4j::io::read_json_file(path); }, peft4j::ErrorKind::Format, "is not valid JSON: ");
   std::ofstream(path) << R"({"a": )" << std::string(900, '[') << std::string(900, ']') << "}";
   EXPECT_TRUE(peft4j::io::read_json_file(path).is_object());
   std::remove(path.c_str());

@@ -75,6 +75,9 @@ TEST(SafeTensors, RejectsCorruptionWithFileAndTensorNames) {
     EXPECT_NE(message.find(path), std::string::npos) << message;
     EXPECT_NE(message.find("overlaps"), std::string::npos) << message;
   }
+  // Out of double's range (found by fuzzing): refused as invalid JSON, not an uncaught nlohmann::out_of_range.
+  write_raw(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e7777]}})", 8);
+  EXPECT_THROW(read_safetensors(path), peft4j::Error);
   write_raw(R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8);
   EXPECT_THROW(read_safetensors(path), peft4j::Error);
   write_raw(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8);

@@ -48,7 +48,7 @@ nlohmann::json read_json_file(const std::string& path) {
   };
   try {
     return nlohmann::json::parse(text, depth_check);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
     fail(ErrorKind::Format, "'" + path + "' is not valid JSON: " + e.what());
   }
 }

@@ -134,7 +134,7 @@ Header parse_header(const std::string& text, uint64_t data_size, const std::stri
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, on_key);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
     bad(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) bad(path, "header is not a JSON object");
