@@ -1,5 +1,6 @@
 #include "peft_api.h"
 
+#include <mutex>
 #include <sstream>
 
 #include "access.h"
@@ -26,6 +27,14 @@ std::vector<std::string> split_names(const std::string& list) {
   for (std::string n; std::getline(in, n, ',');)
     if (!n.empty()) names.push_back(n);
   return names;
+}
+
+nlohmann::json parse_adapter_config(const std::string& configJson) {
+  try {
+    return nlohmann::json::parse(configJson);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
+    fail(ErrorKind::InvalidArgument, std::string("adapter config is not valid JSON: ") + e.what());
+  }
 }
 }  // namespace
 
@@ -54,14 +63,19 @@ ModelHandle PeftModelHandle::model() const {
 }
 
 void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson) {
+  guard([&] { peft_of(state_).add_adapter(name, parse_adapter_config(configJson)); });
+}
+
+void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed) {
   guard([&] {
-    nlohmann::json config;
-    try {
-      config = nlohmann::json::parse(configJson);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail(ErrorKind::InvalidArgument, std::string("adapter config is not valid JSON: ") + e.what());
-    }
-    peft_of(state_).add_adapter(name, config);
+    if (seed < 0) fail(ErrorKind::InvalidArgument, "seed must be >= 0, got " + std::to_string(seed));
+    nlohmann::json config = parse_adapter_config(configJson);
+    tuners::PeftModel& model = peft_of(state_);
+    // Seeded creations in two threads would otherwise interleave their draws.
+    static std::mutex seeding;
+    std::lock_guard<std::mutex> lock(seeding);
+    at::manual_seed(static_cast<uint64_t>(seed));
+    model.add_adapter(name, config);
   });
 }
 

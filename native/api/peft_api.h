@@ -22,8 +22,12 @@ class PeftModelHandle {
   // Inference through the adapters: forward and generate of the adapted model.
   ModelHandle model() const;
 
-  // `configJson` is an adapter_config.json (peft_type + PEFT's field names).
+  // `configJson` is an adapter_config.json (peft_type + PEFT's field names). The new weights draw from libtorch's
+  // global generators as they stand (as PEFT's get_peft_model draws from torch's).
   void addAdapter(const std::string& name, const std::string& configJson);
+  // The same, libtorch's generators first seeded with `seed` (>= 0; transformers' set_seed): one seed gives
+  // bitwise the same adapter, as long as no other thread draws random numbers meanwhile.
+  void addAdapter(const std::string& name, const std::string& configJson, int64_t seed);
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
   void setAdapter(const std::string& name);

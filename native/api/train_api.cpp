@@ -2,6 +2,7 @@
 
 #include "access.h"
 #include "guard.h"
+#include "peft4j/train/checkpoint_dirs.h"
 #include "peft4j/train/trainer.h"
 
 namespace peft4j::api {
@@ -52,7 +53,7 @@ TrainerHandle TrainerHandle::create(const PeftModelHandle& model, const Training
     nlohmann::json config;
     try {
       config = nlohmann::json::parse(configJson);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
       fail(ErrorKind::InvalidArgument, std::string("training config is not valid JSON: ") + e.what());
     }
     TrainerHandle h;
@@ -91,5 +92,19 @@ std::string TrainerHandle::saveCheckpoint() { return guard([&] { return trainer_
 void TrainerHandle::saveAdapter(const std::string& dir) const {
   guard([&] { trainer_of(state_).save_adapter(dir); });
 }
+
+std::string TrainerHandle::logHistory() const {
+  return guard([&] { return trainer_of(state_).log_history().dump(); });
+}
+
+std::string TrainerHandle::warnings() const {
+  return guard([&] {
+    std::string out;
+    for (const auto& w : trainer_of(state_).warnings()) out += (out.empty() ? "" : "\n") + w;
+    return out;
+  });
+}
+
+void checkOutputDir(const std::string& dir) { guard([&] { train::check_output_dir(dir); }); }
 
 }  // namespace peft4j::api

@@ -75,10 +75,19 @@ class TrainerHandle {
   std::string saveCheckpoint();
   // Saves the final adapter in PEFT format into dir (adapter_config.json + adapter_model.safetensors).
   void saveAdapter(const std::string& dir) const;
+  // HF's log_history as JSON text: an array of step entries (step, epoch, loss, learning_rate, grad_norm,
+  // tokens_per_second) and evaluation entries (step, eval_loss[, eval_accuracy]), a resumed run's earlier ones too.
+  std::string logHistory() const;
+  // What setting up found to tell the user (examples truncated), one per line; empty when nothing.
+  std::string warnings() const;
 
  private:
   std::shared_ptr<TrainerState> state_;
 };
+
+// Checks, creating nothing, that `dir` is a directory this process can write or can create (Io naming the problem:
+// a file, a path below a file, no permission, a read-only file system), as the trainer does for its output_dir.
+void checkOutputDir(const std::string& dir);
 
 }  // namespace api
 }  // namespace peft4j

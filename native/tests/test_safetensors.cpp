@@ -75,10 +75,35 @@ TEST(SafeTensors, RejectsCorruptionWithFileAndTensorNames) {
     EXPECT_NE(message.find(path), std::string::npos) << message;
     EXPECT_NE(message.find("overlaps"), std::string::npos) << message;
   }
+  // Out of double's range (found by fuzzing): refused as invalid JSON, not an uncaught nlohmann::out_of_range.
+  write_raw(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e7777]}})", 8);
+  EXPECT_THROW(read_safetensors(path), peft4j::Error);
   write_raw(R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8);
   EXPECT_THROW(read_safetensors(path), peft4j::Error);
   write_raw(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8);
   EXPECT_THROW(read_safetensors(path), peft4j::Error);
+  std::remove(path.c_str());
+}
+
+TEST(SafeTensors, DeeplyNestedHeaderValuesAreRefusedNotPrinted) {
+  // A shape dimension nested a million arrays deep: printing it into a message would recurse as deep (a crash).
+  std::string path = temp_path("nested.safetensors");
+  const size_t depth = 1000000;
+  std::string header = R"({"w":{"dtype":"F32","data_offsets":[0,0],"shape":[)" + std::string(depth, '[') +
+                       std::string(depth, ']') + "]}}";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    uint64_t n = header.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << header;
+  }
+  try {
+    read_safetensors(path);
+    FAIL() << "a nested shape accepted";
+  } catch (const peft4j::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("header nests JSON deeper than 1000 levels"), std::string::npos)
+        << std::string(e.what()).substr(0, 300);
+  }
   std::remove(path.c_str());
 }
 

@@ -1,6 +1,7 @@
 // The trainer on the golden tiny llama with LoRA: learning, schedules, accumulation, clipping, the optimizers'
-// update rules, early stopping, NaN handling, packing, config errors, checkpoints, and a resume after the training
-// process is killed that ends where an uninterrupted run ends.
+// update rules, early stopping, NaN handling, packing, config errors, checkpoints, a resume after the training
+// process is killed that ends where an uninterrupted run ends, kills at each phase of saving
+// (PEFT4J_TEST_KILL_AT), and inputs refused before any work.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "golden_testing.h"
+#include "peft4j/files.h"
 #include "peft4j/models/checkpointing.h"
 #include "peft4j/train/checkpoint_dirs.h"
 #include "peft4j/train/lr_schedule.h"
@@ -419,6 +422,26 @@ namespace {
 
 const char* kChildDirVariable = "PEFT4J_TRAINER_CHILD_DIR";
 
+// Starts this test binary again as a child process running only `test`, with `variables` ("NAME=value") added to
+// its environment.
+pid_t spawn_test(const std::string& test, const std::vector<std::string>& variables) {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) throw std::runtime_error("cannot read /proc/self/exe");
+  exe[n] = '\0';
+  std::string filter = "--gtest_filter=" + test;
+  std::vector<char*> argv = {exe, filter.data(), nullptr};
+  std::vector<std::string> owned = variables;
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  for (auto& v : owned) envp.push_back(v.data());
+  envp.push_back(nullptr);
+  pid_t child = 0;
+  if (::posix_spawn(&child, exe, nullptr, nullptr, argv.data(), envp.data()) != 0)
+    throw std::runtime_error("cannot start " + std::string(exe));
+  return child;
+}
+
 // The run the resume test interrupts: dropout on (the RNG state must come back), warmup and decay, evaluation.
 std::unique_ptr<Trainer> resumable_trainer(std::shared_ptr<PeftModel> model, const std::string& dir) {
   return std::make_unique<Trainer>(
@@ -446,19 +469,7 @@ TEST(TrainerResume, KilledAndResumedRunEndsAsAnUninterruptedOne) {
   ASSERT_EQ(straight_losses.size(), 12u);
 
   const std::string dir = temp_dir("killed");
-  char exe[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  ASSERT_GT(n, 0);
-  exe[n] = '\0';
-  std::string filter = "--gtest_filter=TrainerChildProcess.TrainsUntilKilled";
-  std::string variable = std::string(kChildDirVariable) + "=" + dir;
-  std::vector<char*> argv = {exe, filter.data(), nullptr};
-  std::vector<char*> envp;
-  for (char** e = environ; *e; ++e) envp.push_back(*e);
-  envp.push_back(variable.data());
-  envp.push_back(nullptr);
-  pid_t child = 0;
-  ASSERT_EQ(::posix_spawn(&child, exe, nullptr, nullptr, argv.data(), envp.data()), 0);
+  const pid_t child = spawn_test("TrainerChildProcess.TrainsUntilKilled", {std::string(kChildDirVariable) + "=" + dir});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!peft4j::io::is_regular_file(dir + "/checkpoint-6/trainer_state.json") &&
          std::chrono::steady_clock::now() < deadline)
@@ -482,4 +493,178 @@ TEST(TrainerResume, KilledAndResumedRunEndsAsAnUninterruptedOne) {
     EXPECT_NEAR(losses[i], straight_losses[start + i], 1e-6) << "step " << start + 1 + i;
   EXPECT_NEAR(resumed->metrics().eval_loss, straight->metrics().eval_loss, 1e-6);
   EXPECT_LE(max_difference(trainable_copy(*resumed_model), trainable_copy(*straight_model)), 1e-6);
+}
+
+namespace {
+
+TrainingData one_sequence(std::vector<int64_t> ids, std::vector<int64_t> labels) {
+  TrainingData data;
+  data.add_sequence(ids.data(), labels.data(), static_cast<int64_t>(ids.size()));
+  return data;
+}
+
+}  // namespace
+
+TEST(TrainerInputs, BadExamplesFailBeforeAnyWorkAndCreateNothing) {
+  auto model = lora_llama();
+  const std::string dir = temp_dir("bad_inputs");
+  auto refused = [&](const TrainingData& train, const TrainingData& eval, nlohmann::json fields, const std::string& text) {
+    expect_error([&] { Trainer(model, train, eval, config_for(dir, fields)); }, ErrorKind::InvalidArgument, text);
+  };
+  const TrainingData good = random_sequences(2, 4, 1);
+  refused(one_sequence({1, 256, 3}, {1, 2, 3}), {}, {},
+          "training example 0: input id 256 at position 1 is outside the model's vocabulary [0, 256)");
+  refused(one_sequence({1, 2, -5}, {1, 2, 3}), {}, {}, "training example 0: input id -5 at position 2");
+  refused(one_sequence({1, 2, 3}, {1, 2, 999}), {}, {}, "training example 0: label 999 at position 2 is outside");
+  refused(one_sequence({1, 2, 3}, {1, -7, 3}), {}, {}, "label -7 at position 1");
+  refused(good, one_sequence({300, 2}, {300, 2}), {}, "eval example 0: input id 300 at position 0");
+  refused(one_sequence({5}, {5}), {}, {}, "training example 0 has no token to learn");
+  refused(one_sequence({5}, {5}), {}, {}, "a single token is never predicted");
+  refused(one_sequence({1, 2, 3}, {1, -100, -100}), {}, {}, "labels after the first position are all -100");
+  // Only the last token is learnt: cutting the example to 3 tokens leaves it nothing.
+  refused(one_sequence({1, 2, 3, 4}, {-100, -100, -100, 4}), {}, {{"max_seq_length", 3}},
+          "training example 0 has no token to learn: its labels after the first position are all -100 once "
+          "truncated to 3 tokens");
+  TrainingData empty;
+  std::vector<int64_t> none;
+  expect_error([&] { empty.add_sequence(none.data(), none.data(), 0); }, ErrorKind::InvalidArgument, "at least one token");
+
+  auto bert = golden_testing::peft("bert");
+  bert->add_adapter("default", {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"query", "value"}},
+                                {"task_type", "SEQ_CLS"}});
+  TrainingData classified;
+  std::vector<int64_t> ids = {1, 2, 3};
+  classified.add_classified(ids.data(), 3, 3);
+  expect_error([&] { Trainer(bert, classified, {}, config_for(dir, {{"task", "seq_cls"}})); },
+               ErrorKind::InvalidArgument, "training example 0: class label 3 is outside the model's 3 labels");
+  EXPECT_FALSE(peft4j::io::is_directory(dir)) << "a refused run created its output dir";
+}
+
+TEST(TrainerInputs, AnOutputDirThatCannotBeWrittenFailsBeforeAnyWork) {
+  auto model = lora_llama();
+  auto data = random_sequences(2, 4, 1);
+  const std::string file = temp_dir("a_file");
+  std::ofstream(file) << "keep";
+  expect_error([&] { Trainer(model, data, {}, config_for(file + "/out", {})); }, ErrorKind::Io,
+               "output directory '" + file + "/out' is below the file '" + file + "'");
+  // sysfs refuses new files to everyone, root included (root ignores permission bits, so chmod cannot show this).
+  if (!peft4j::io::is_directory("/sys/kernel")) GTEST_SKIP() << "no /sys/kernel";
+  expect_error([&] { Trainer(model, data, {}, config_for("/sys/kernel", {})); }, ErrorKind::Io,
+               "output directory '/sys/kernel' is not writable");
+  expect_error([&] { Trainer(model, data, {}, config_for("/sys/kernel/peft4j/out", {})); }, ErrorKind::Io,
+               "output directory '/sys/kernel/peft4j/out' cannot be created in '/sys/kernel'");
+}
+
+TEST(TrainerInputs, ExamplesLongerThanTheModelsPositionsAreTruncatedWithAWarning) {
+  // The golden llama has 128 positions (max_position_embeddings).
+  std::mt19937_64 generator(5);
+  TrainingData data;
+  for (int64_t length : {130, 10, 200}) {
+    std::vector<int64_t> ids(length);
+    for (auto& id : ids) id = static_cast<int64_t>(generator() % 256);
+    data.add_sequence(ids.data(), ids.data(), length);
+  }
+  auto model = lora_llama();
+  Trainer by_positions(model, data, one_sequence({1, 2}, {1, 2}),
+                       config_for(temp_dir("positions"), {{"max_steps", 1}, {"per_device_train_batch_size", 3}}));
+  ASSERT_EQ(by_positions.warnings().size(), 1u);
+  EXPECT_EQ(by_positions.warnings()[0], "2 of 3 training examples were longer than 128 tokens and were truncated to "
+                                        "128 (the model's 128 positions, fewer than max_seq_length 512)");
+  EXPECT_TRUE(by_positions.step());
+  EXPECT_EQ(by_positions.metrics().tokens_seen, 128 + 10 + 128);
+  Trainer by_setting(model, data, data, config_for(temp_dir("max_seq_length"), {{"max_seq_length", 20}}));
+  ASSERT_EQ(by_setting.warnings().size(), 2u);
+  EXPECT_EQ(by_setting.warnings()[1], "2 of 3 eval examples were longer than 20 tokens and were truncated to 20 "
+                                      "(max_seq_length)");
+  Trainer short_ones(model, random_sequences(2, 8, 1), {}, config_for(temp_dir("short"), {}));
+  EXPECT_TRUE(short_ones.warnings().empty());
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kCrashDirVariable = "PEFT4J_CRASH_TEST_DIR";
+
+std::unique_ptr<Trainer> crash_trainer(std::shared_ptr<PeftModel> model, const std::string& dir) {
+  return std::make_unique<Trainer>(
+      model, random_sequences(6, 8, 21), random_sequences(2, 8, 22),
+      config_for(dir, {{"max_steps", 4}, {"save_steps", 1}, {"save_total_limit", 2}, {"learning_rate", 0.01},
+                       {"per_device_train_batch_size", 2}, {"seed", 3}}));
+}
+
+// A whole run as the CLI makes it, every phase of saving included: a checkpoint each step (rotated from step 3 on),
+// the final adapter into the output dir, then the last checkpoint saved again (replacing it).
+void crash_run(Trainer& trainer, const std::string& dir) {
+  while (trainer.step()) {
+  }
+  trainer.save_adapter(dir);
+  trainer.save_checkpoint();
+}
+
+// Entries below `dir` with one of our temporary names.
+std::vector<std::string> leftovers(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (peft4j::io::is_temporary_file_name(name) || name.rfind(".checkpoint-", 0) == 0) out.push_back(entry.path());
+  }
+  return out;
+}
+
+}  // namespace
+
+// Runs only as the child process of TrainerCrash, until PEFT4J_TEST_KILL_AT kills it.
+TEST(TrainerCrashChild, RunsUntilItsKillPoint) {
+  const char* dir = std::getenv(kCrashDirVariable);
+  if (!dir) GTEST_SKIP() << "runs as TrainerCrash's child process only";
+  auto trainer = crash_trainer(lora_llama(), dir);
+  crash_run(*trainer, dir);
+}
+
+TEST(TrainerCrash, KilledAtEachPhaseOfSavingLeavesWholeCheckpointsAndResumes) {
+  auto straight_model = lora_llama();
+  const std::string straight_dir = temp_dir("crash_straight");
+  auto straight = crash_trainer(straight_model, straight_dir);
+  crash_run(*straight, straight_dir);
+  ASSERT_TRUE(leftovers(straight_dir).empty());
+  const auto batch = golden_testing::batch("lora_llama_all");
+  const std::vector<std::string> phases = {
+      "checkpoint-partial:3", "checkpoint-rename:3", "checkpoint-rotate:3", "checkpoint-replace:4",
+      "atomic-rename:DIR/.checkpoint-3.tmp/adapter_model.safetensors", "atomic-rename:DIR/adapter_model.safetensors"};
+  for (size_t i = 0; i < phases.size(); ++i) {
+    const std::string dir = temp_dir("crash_" + std::to_string(i));
+    std::string phase = phases[i];
+    if (phase.find("DIR") != std::string::npos) phase.replace(phase.find("DIR"), 3, dir);
+    SCOPED_TRACE(phase);
+    const pid_t child = spawn_test("TrainerCrashChild.RunsUntilItsKillPoint",
+                                   {std::string(kCrashDirVariable) + "=" + dir, "PEFT4J_TEST_KILL_AT=" + phase});
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+    EXPECT_FALSE(leftovers(dir).empty()) << "the kill left nothing half-done: it missed its phase";
+
+    // No checkpoint-<step> name ever shows a partial checkpoint: each loads and evaluates.
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("checkpoint-", 0) != 0) continue;
+      for (const std::string file : {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "trainer_state.json"})
+        EXPECT_TRUE(peft4j::io::is_regular_file(entry.path().string() + "/" + file)) << name << " lacks " << file;
+      auto loaded = golden_testing::peft("llama");
+      loaded->load_adapter(entry.path().string(), "default");
+      EXPECT_TRUE(golden_testing::logits(*loaded, batch).isfinite().all().item<bool>()) << name;
+    }
+
+    // A trainer starting there clears the leftovers; resumed, the run ends as the uninterrupted one.
+    auto resumed_model = lora_llama(0.0, 99);
+    auto resumed = crash_trainer(resumed_model, dir);
+    EXPECT_TRUE(leftovers(dir).empty());
+    resumed->resume_from_latest();
+    while (resumed->step()) {
+    }
+    EXPECT_EQ(resumed->metrics().global_step, 4);
+    EXPECT_LE(max_difference(trainable_copy(*resumed_model), trainable_copy(*straight_model)), 1e-6);
+    EXPECT_EQ(resumed->log_history().size(), straight->log_history().size()) << resumed->log_history().dump();
+    EXPECT_TRUE(leftovers(dir).empty());
+  }
 }

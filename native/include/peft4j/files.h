@@ -21,4 +21,8 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
 void write_all(int fd, const void* data, size_t size, const std::string& path);
 void write_text_file_atomic(const std::string& path, const std::string& text);
 
+// Whether `name` (a file name, no directory) is one of write_file_atomic's temporary files,
+// "<target>.tmp.<pid>.<n>": what a process killed while writing leaves behind.
+bool is_temporary_file_name(const std::string& name);
+
 }  // namespace peft4j::io

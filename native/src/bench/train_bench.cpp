@@ -42,6 +42,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
     fail(ErrorKind::InvalidArgument, "bench train: device must be cpu or cuda, got '" + o.device + "'");
 
   auto model = std::make_shared<tuners::PeftModel>(models::load_model(o.model_dir));
+  at::manual_seed(o.seed);  // the adapter's initialisation too, so that the reported losses repeat
   model->add_adapter("default", {{"peft_type", "LORA"},
                                  {"r", o.lora_r},
                                  {"lora_alpha", 2 * o.lora_r},

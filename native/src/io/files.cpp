@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "peft4j/error.h"
+#include "peft4j/fault_injection.h"
 
 namespace peft4j::io {
 
@@ -37,9 +38,17 @@ std::string read_text_file(const std::string& path) {
 
 nlohmann::json read_json_file(const std::string& path) {
   std::string text = read_text_file(path);
+  // Deeper nesting than Python's json reads (its recursion limit, 1000) is refused: printing such a value into an
+  // error message, as readers do, would recurse as deep and overflow the stack.
+  nlohmann::json::parser_callback_t depth_check = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= 1000)
+      fail(ErrorKind::Format, "'" + path + "' nests JSON deeper than 1000 levels");
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+    return nlohmann::json::parse(text, depth_check);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
     fail(ErrorKind::Format, "'" + path + "' is not valid JSON: " + e.what());
   }
 }
@@ -88,6 +97,7 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
       fail(ErrorKind::Io, "cannot close '" + tmp + "': " + errno_text());
     }
     fd = -1;
+    kill_point("atomic-rename", path);
     if (::rename(tmp.c_str(), path.c_str()) != 0)
       fail(ErrorKind::Io, "cannot rename '" + tmp + "' to '" + path + "': " + errno_text());
   } catch (...) {
@@ -105,6 +115,20 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, [&](int fd) { write_all(fd, text.data(), text.size(), path); });
+}
+
+bool is_temporary_file_name(const std::string& name) {
+  // Read from the end: <n>, '.', <pid>, then ".tmp." after a non-empty target name.
+  auto digits_before = [&](size_t end) {
+    size_t begin = end;
+    while (begin > 0 && name[begin - 1] >= '0' && name[begin - 1] <= '9') --begin;
+    return begin < end ? begin : std::string::npos;
+  };
+  const size_t counter = digits_before(name.size());
+  if (counter == std::string::npos || counter < 1 || name[counter - 1] != '.') return false;
+  const size_t pid = digits_before(counter - 1);
+  const std::string marker = ".tmp.";
+  return pid != std::string::npos && pid > marker.size() && name.compare(pid - marker.size(), marker.size(), marker) == 0;
 }
 
 }  // namespace peft4j::io

@@ -24,6 +24,9 @@ nlohmann::json read_index(const std::string& dir) {
 }  // namespace
 
 std::vector<std::string> model_weight_files(const std::string& dir) {
+  if (is_regular_file(dir))
+    fail(ErrorKind::InvalidArgument, "model path '" + dir + "' is a file; expected an HF model directory (config.json, " +
+                                         kSingle + " or " + kIndex + ")");
   if (!is_directory(dir)) fail(ErrorKind::NotFound, "model directory '" + dir + "' does not exist");
   if (is_regular_file(join_path(dir, kSingle))) return {join_path(dir, kSingle)};
   if (!is_regular_file(join_path(dir, kIndex)))

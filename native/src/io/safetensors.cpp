@@ -100,11 +100,20 @@ uint64_t header_length(int fd, uint64_t size, const std::string& path) {
   return n;
 }
 
+// A header value for an error message: scalars as written (long strings cut), arrays and objects by kind, since
+// printing a deeply nested one would recurse as deep as it nests.
+std::string brief(const nlohmann::json& v) {
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "an object";
+  const std::string text = v.dump();
+  return text.size() > 80 ? text.substr(0, 77) + "..." : text;
+}
+
 uint64_t as_offset(const nlohmann::json& v, const std::string& path, const std::string& what) {
-  if (!v.is_number_integer()) bad(path, what + " must be a non-negative integer, got " + v.dump());
+  if (!v.is_number_integer()) bad(path, what + " must be a non-negative integer, got " + brief(v));
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   int64_t s = v.get<int64_t>();
-  if (s < 0) bad(path, what + " must be a non-negative integer, got " + v.dump());
+  if (s < 0) bad(path, what + " must be a non-negative integer, got " + brief(v));
   return static_cast<uint64_t>(s);
 }
 
@@ -116,12 +125,16 @@ Header parse_header(const std::string& text, uint64_t data_size, const std::stri
   nlohmann::json::parser_callback_t on_key = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     if (event == nlohmann::json::parse_event_t::key && depth == 1 && !seen.insert(parsed.get<std::string>()).second)
       duplicate = parsed.get<std::string>();
+    // As read_json_file: no deeper than Python's json reads, whose recursion limit is 1000.
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= 1000)
+      bad(path, "header nests JSON deeper than 1000 levels");
     return true;
   };
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, on_key);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number such as 1e999
     bad(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) bad(path, "header is not a JSON object");
@@ -151,13 +164,18 @@ Header parse_header(const std::string& text, uint64_t data_size, const std::stri
     if (!dtype) bad(path, where + " has unknown or unsupported dtype '" + info.dtype + "'");
     const auto& shape = entry["shape"];
     if (!shape.is_array()) bad(path, where + " shape is not an array");
-    uint64_t numel = 1;
+    // numel, and the product of the dimensions with zeros counted as one, which torch's contiguous strides reach:
+    // both must fit in int64 (an empty tensor of shape [0, 2^62, 2^62] would overflow its strides).
+    uint64_t numel = 1, span = 1;
+    const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     for (const auto& d : shape) {
       uint64_t dim = as_offset(d, path, where + " shape dimension");
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / dim))
-        bad(path, where + " shape " + shape.dump() + " overflows");
+      const uint64_t counted = std::max<uint64_t>(dim, 1);
+      if (dim > limit || span > limit / counted)
+        bad(path, where + " shape dimension " + std::to_string(dim) + " (after " + std::to_string(info.shape.size()) +
+                      " others) overflows the element count");
       numel *= dim;
+      span *= counted;
       info.shape.push_back(static_cast<int64_t>(dim));
     }
     const auto& offsets = entry["data_offsets"];

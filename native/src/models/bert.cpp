@@ -115,13 +115,7 @@ BertConfig BertConfig::from_json(const nlohmann::json& json) {
   c.layer_norm_eps = config_value<double>(json, "bert", "layer_norm_eps", c.layer_norm_eps);
   c.initializer_range = config_value<double>(json, "bert", "initializer_range", c.initializer_range);
   c.problem_type = config_value<std::string>(json, "bert", "problem_type", "");
-  auto id2label = json.find("id2label");
-  if (id2label != json.end() && !id2label->is_null()) {
-    if (!id2label->is_object()) fail(ErrorKind::Format, "bert config field 'id2label' is not an object");
-    c.num_labels = static_cast<int64_t>(id2label->size());
-  } else {
-    c.num_labels = config_value<int64_t>(json, "bert", "num_labels", 2);
-  }
+  c.num_labels = models::num_labels(json, "bert");
   for (auto [value, key] : {std::pair{c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"},
                             {c.num_hidden_layers, "num_hidden_layers"}, {c.num_attention_heads, "num_attention_heads"},
                             {c.intermediate_size, "intermediate_size"},

@@ -12,7 +12,9 @@
 
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
+#include "peft4j/fault_injection.h"
 #include "peft4j/files.h"
+#include "peft4j/models/config_fields.h"
 #include "peft4j/safetensors.h"
 #include "peft4j/train/checkpoint_dirs.h"
 #include "peft4j/train/lr_schedule.h"
@@ -119,16 +121,32 @@ void check_setup(tuners::PeftModel& model, const TrainingData& train, const Trai
                                          model.model_type() + " model is " +
                                          (model.task() == models::Task::CausalLM ? "causal_lm" : "seq_cls"));
   if (train.empty()) fail(ErrorKind::InvalidArgument, "training data is empty");
-  for (const auto* data : {&train, &eval})
+  const int64_t labels = config.classification() ? models::num_labels(model.config(), model.model_type()) : 0;
+  for (const auto* data : {&train, &eval}) {
+    const std::string which = data == &train ? "training" : "eval";
     if (!data->empty() && data->classified() != config.classification())
-      fail(ErrorKind::InvalidArgument, std::string(data == &train ? "training" : "eval") + " data holds " +
+      fail(ErrorKind::InvalidArgument, which + " data holds " +
                                            (data->classified() ? "classified examples" : "sequences") +
                                            ", but task is " + config.task);
+    check_examples(*data, which, model.vocab_size(), labels);
+  }
   if (config.early_stopping_patience > 0 && eval.empty())
     fail(ErrorKind::InvalidArgument, "early_stopping_patience needs eval data");
   if (config.bf16 && device.type() != at::kCUDA)
     fail(ErrorKind::Unsupported, "training config field 'bf16': bf16 autocast runs on CUDA only; the model is on " +
                                      device.str() + " (compute in f32 on CPU)");
+}
+
+// "3 of 40 training examples were longer than 64 tokens and were truncated to 64 (max_seq_length)", or empty.
+std::string truncation_warning(int64_t cut, int64_t total, const std::string& which, int64_t max_length,
+                               const TrainConfig& config) {
+  if (cut == 0) return "";
+  const std::string limit = max_length < config.max_seq_length
+                                ? "the model's " + std::to_string(max_length) + " positions, fewer than max_seq_length " +
+                                      std::to_string(config.max_seq_length)
+                                : "max_seq_length";
+  return std::to_string(cut) + " of " + std::to_string(total) + " " + which + " examples were longer than " +
+         std::to_string(max_length) + " tokens and were truncated to " + std::to_string(max_length) + " (" + limit + ")";
 }
 
 }  // namespace
@@ -145,10 +163,17 @@ Trainer::Trainer(std::shared_ptr<tuners::PeftModel> model, const TrainingData& t
   if (params.empty()) fail(ErrorKind::InvalidArgument, "the PEFT model has no trainable parameters");
   device_ = params.front().device();
   check_setup(*model_, train, eval, config_, device_);
-  prepare_output_dir(config_.output_dir);
-
-  train_ = prepare_examples(train, config_.max_seq_length, config_.packing);
-  eval_ = prepare_examples(eval, config_.max_seq_length, config_.packing);
+  const int64_t positions = models::max_positions(model_->config(), model_->model_type());
+  const int64_t max_length = positions > 0 ? std::min(config_.max_seq_length, positions) : config_.max_seq_length;
+  int64_t train_cut = 0, eval_cut = 0;
+  train_ = prepare_examples(train, max_length, config_.packing, &train_cut);
+  eval_ = prepare_examples(eval, max_length, config_.packing, &eval_cut);
+  check_learnable(train_, train, max_length, config_.packing);
+  for (const auto& warning : {truncation_warning(train_cut, train.size(), "training", max_length, config_),
+                              truncation_warning(eval_cut, eval.size(), "eval", max_length, config_)})
+    if (!warning.empty()) warnings_.push_back(warning);
+  check_output_dir(config_.output_dir);
+  remove_leftovers(config_.output_dir);
   const auto examples = static_cast<int64_t>(train_.size());
   batches_per_epoch_ = (examples + config_.per_device_train_batch_size - 1) / config_.per_device_train_batch_size;
   max_steps_ = config_.max_steps > 0
@@ -239,7 +264,8 @@ bool Trainer::step() {
                           {"epoch", metrics_.epoch},
                           {"loss", result.loss},
                           {"learning_rate", lr},
-                          {"grad_norm", result.grad_norm}});
+                          {"grad_norm", result.grad_norm},
+                          {"tokens_per_second", metrics_.tokens_per_second}});
   maybe_evaluate_and_stop();
   if ((config_.save_steps > 0 && step % config_.save_steps == 0) || finished()) save_checkpoint();
   return true;
@@ -323,6 +349,7 @@ std::string Trainer::save_checkpoint() {
   metrics_.checkpoint =
       write_checkpoint(config_.output_dir, global_step_, config_.save_total_limit, kStateFile, [&](const std::string& dir) {
         model_->save_adapter(dir, adapter_);
+        kill_point("checkpoint-partial", std::to_string(global_step_));
         torch::save(*optimizer_, io::join_path(dir, kOptimizerFile));
         io::write_text_file_atomic(io::join_path(dir, kStateFile), state_json().dump(1) + "\n");
       });
@@ -414,6 +441,7 @@ void Trainer::resume_from(const std::string& dir) {
 }
 
 void Trainer::resume_from_latest() {
+  remove_leftovers(config_.output_dir);
   auto checkpoints = list_checkpoints(config_.output_dir, kStateFile);
   if (checkpoints.empty())
     fail(ErrorKind::NotFound, "output_dir '" + config_.output_dir + "' holds no complete checkpoint-<step> directory");

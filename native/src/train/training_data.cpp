@@ -36,14 +36,53 @@ void TrainingData::add_classified(const int64_t* input_ids, int64_t length, int6
   examples_.push_back(std::move(e));
 }
 
-std::vector<Example> prepare_examples(const TrainingData& data, int64_t max_length, bool packing) {
+void check_examples(const TrainingData& data, const std::string& which, int64_t vocab_size, int64_t num_labels) {
+  const auto& examples = data.examples();
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const Example& e = examples[i];
+    const std::string where = which + " example " + std::to_string(i);
+    auto outside = [&](const char* what, size_t position, int64_t value, const std::string& allowed) {
+      fail(ErrorKind::InvalidArgument, where + ": " + what + " " + std::to_string(value) + " at position " +
+                                           std::to_string(position) + " is outside " + allowed);
+    };
+    const std::string vocabulary = "the model's vocabulary [0, " + std::to_string(vocab_size) + ")";
+    for (size_t t = 0; t < e.input_ids.size(); ++t)
+      if (e.input_ids[t] < 0 || e.input_ids[t] >= vocab_size) outside("input id", t, e.input_ids[t], vocabulary);
+    for (size_t t = 0; t < e.labels.size(); ++t)
+      if (e.labels[t] != -100 && (e.labels[t] < 0 || e.labels[t] >= vocab_size))
+        outside("label", t, e.labels[t], vocabulary + " (-100: no loss)");
+    if (e.labels.empty() && num_labels > 1 && e.label >= num_labels)
+      fail(ErrorKind::InvalidArgument, where + ": class label " + std::to_string(e.label) + " is outside the model's " +
+                                           std::to_string(num_labels) + " labels (config.json num_labels / id2label)");
+  }
+}
+
+void check_learnable(const std::vector<Example>& prepared, const TrainingData& data, int64_t max_length, bool packing) {
+  if (data.classified()) return;
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    const auto& labels = prepared[i].labels;
+    if (std::any_of(labels.begin() + std::min<size_t>(1, labels.size()), labels.end(), [](int64_t l) { return l != -100; }))
+      continue;
+    const bool cut = !packing && data.examples()[i].input_ids.size() > prepared[i].input_ids.size();
+    fail(ErrorKind::InvalidArgument,
+         (packing ? "training data packed into " + std::to_string(max_length) + "-token blocks: block "
+                  : std::string("training example ")) +
+             std::to_string(i) + " has no token to learn: its labels after the first position are all -100" +
+             (cut ? " once truncated to " + std::to_string(max_length) + " tokens" : "") +
+             (labels.size() == 1 ? " (a single token is never predicted)" : ""));
+  }
+}
+
+std::vector<Example> prepare_examples(const TrainingData& data, int64_t max_length, bool packing, int64_t* truncated) {
   std::vector<Example> out;
+  if (truncated) *truncated = 0;
   if (!packing) {
     for (const Example& e : data.examples()) {
       Example cut = e;
       if (static_cast<int64_t>(cut.input_ids.size()) > max_length) {
         cut.input_ids.resize(max_length);
         if (!cut.labels.empty()) cut.labels.resize(max_length);
+        if (truncated) ++*truncated;
       }
       out.push_back(std::move(cut));
     }

@@ -8,7 +8,8 @@
 //   trainer_state.json                               step, epoch and data position, the global RNG states, the
 //                                                    schedule, best eval loss, patience and the loss history
 // trainer_state.json is written last; resuming restores all of it, so an interrupted and resumed run ends with
-// the losses and weights of an uninterrupted one.
+// the losses and weights of an uninterrupted one. Checkpoints are renamed into place whole and renamed away
+// before they are deleted (checkpoint_dirs.h); what a killed run left half-done is cleared when a trainer starts.
 #pragma once
 
 #include <cstdint>
@@ -53,8 +54,11 @@ class Trainer {
   static constexpr const char* kStateFile = "trainer_state.json";
   static constexpr const char* kOptimizerFile = "optimizer.pt";
 
-  // Trains the model's active adapter. `eval` may be empty. Checks the config against the model and data
-  // (Error(InvalidArgument)), and the output dir (Error(Io) when it is a file) before any work.
+  // Trains the model's active adapter. `eval` may be empty. Before any work, and creating nothing, checks the
+  // config against the model and the data (Error(InvalidArgument): token ids outside the vocabulary, class labels
+  // beyond the model's, sequences with no token to learn) and that the output dir can be written (Error(Io)).
+  // Examples are cut to max_seq_length, or to the model's positions where those are fewer (as HF truncates);
+  // warnings() then says how many were cut. Clears what a killed run left in the output dir (remove_leftovers).
   Trainer(std::shared_ptr<tuners::PeftModel> model, const TrainingData& train, const TrainingData& eval,
           TrainConfig config);
 
@@ -77,6 +81,11 @@ class Trainer {
   void save_adapter(const std::string& dir) const;
 
   const TrainConfig& config() const { return config_; }
+  // Things the caller should tell the user, found while setting up (examples truncated).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  // HF's log_history: one entry per step (step, epoch, loss, learning_rate, grad_norm, tokens_per_second) and per
+  // evaluation (step, eval_loss, eval_accuracy for seq_cls), from step 1 on, a resumed run's included.
+  const nlohmann::json& log_history() const { return log_history_; }
 
  private:
   std::vector<models::ModelInputs> next_micro_batches(int64_t* tokens);
@@ -105,6 +114,7 @@ class Trainer {
   int64_t evals_without_improvement_ = 0;
   bool stopped_early_ = false;
   nlohmann::json log_history_ = nlohmann::json::array();
+  std::vector<std::string> warnings_;
   StepMetrics metrics_;
 };
 

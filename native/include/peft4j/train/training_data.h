@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "peft4j/models/model.h"
@@ -35,9 +36,21 @@ class TrainingData {
   bool classified_ = false;
 };
 
+// Checks every example against the model before training: input ids in [0, vocab_size), sequence labels in
+// [0, vocab_size) or -100, class labels below num_labels (any >= 0 when num_labels is 1: regression).
+// Error(InvalidArgument) naming `which` data ("training", "eval"), the example (0-based), the position and value.
+void check_examples(const TrainingData& data, const std::string& which, int64_t vocab_size, int64_t num_labels);
+
 // The examples a trainer iterates: each cut to max_length tokens, or (packing, causal LM only) all of them
-// concatenated in order and split into blocks of max_length, the last block shorter.
-std::vector<Example> prepare_examples(const TrainingData& data, int64_t max_length, bool packing);
+// concatenated in order and split into blocks of max_length, the last block shorter. `truncated` (optional)
+// receives how many examples were cut.
+std::vector<Example> prepare_examples(const TrainingData& data, int64_t max_length, bool packing,
+                                      int64_t* truncated = nullptr);
+
+// Causal-LM sequences must each have a token to learn (a label other than -100 after the first position: the
+// first token is never predicted); otherwise a batch of them has no loss. Error(InvalidArgument) naming the
+// example (or packed block) and max_length when truncation removed its labels.
+void check_learnable(const std::vector<Example>& prepared, const TrainingData& data, int64_t max_length, bool packing);
 
 // The example order of one epoch: a permutation of 0..count-1 that depends only on (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t count, uint64_t seed, int64_t epoch);

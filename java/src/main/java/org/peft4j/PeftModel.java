@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
+import java.util.function.Consumer;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 import org.peft4j.internal.Peft4jNative.TensorHandle;
 
@@ -36,11 +37,28 @@ public final class PeftModel extends NativeResource {
         return handle();
     }
 
-    /** Wraps {@code base} and adds a new adapter {@code name} initialised as {@code config} says. */
+    /**
+     * Wraps {@code base} and adds a new adapter {@code name} initialised as {@code config} says. Random initial
+     * weights draw from libtorch's global generators as they stand, as PEFT's {@code get_peft_model} draws from
+     * torch's; {@link #create(BaseModel, String, AdapterConfig, long)} makes them repeatable.
+     */
     public static PeftModel create(BaseModel base, String name, AdapterConfig config) {
+        return create(base, model -> model.addAdapter(name, config));
+    }
+
+    /**
+     * As {@link #create(BaseModel, String, AdapterConfig)}, libtorch's generators first seeded with {@code seed}
+     * (transformers' {@code set_seed}): one seed gives bitwise the same adapter while no other thread draws random
+     * numbers meanwhile. The CLI's {@code train --seed} (default 42) seeds this way.
+     */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed) {
+        return create(base, model -> model.addAdapter(name, config, seed));
+    }
+
+    private static PeftModel create(BaseModel base, Consumer<PeftModel> addAdapter) {
         PeftModel model = wrap(base);
         try {
-            model.addAdapter(name, config);
+            addAdapter.accept(model);
             return model;
         } catch (RuntimeException e) {
             model.close();
@@ -73,6 +91,12 @@ public final class PeftModel extends NativeResource {
     public void addAdapter(String name, AdapterConfig config) {
         Objects.requireNonNull(config, "config");
         Native.run(() -> nativeHandle().addAdapter(name, config.toJson()));
+    }
+
+    /** Adds an adapter whose random initial weights follow from {@code seed} (>= 0), as {@link #create(BaseModel, String, AdapterConfig, long)}. */
+    public void addAdapter(String name, AdapterConfig config, long seed) {
+        Objects.requireNonNull(config, "config");
+        Native.run(() -> nativeHandle().addAdapter(name, config.toJson(), seed));
     }
 
     public void loadAdapter(Path dir, String name, boolean trainable) {

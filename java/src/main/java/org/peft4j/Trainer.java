@@ -3,8 +3,10 @@ package org.peft4j;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Objects;
 import java.util.Optional;
+import org.peft4j.internal.Peft4jNative;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 import org.peft4j.internal.Peft4jNative.TrainerHandle;
 import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
@@ -24,7 +26,8 @@ import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
  * }</pre>
  *
  * <p>A NaN or infinite loss stops training with a {@link PeftException} of kind NUMERICAL naming the step; the
- * checkpoints on disk stay as they were.
+ * checkpoints on disk stay as they were. A process killed while saving leaves every {@code checkpoint-<step>} whole;
+ * what it left half-done is removed when the next trainer on that output directory is built.
  */
 public final class Trainer extends NativeResource {
     private Trainer(TrainerHandle handle) {
@@ -37,6 +40,16 @@ public final class Trainer extends NativeResource {
 
     public static Builder builder() {
         return new Builder();
+    }
+
+    /**
+     * Checks, creating nothing, that {@code dir} can be an output directory: a directory this process can write, or
+     * a path that can be created as one. An {@link PeftException} of kind IO names the problem otherwise (a file, a
+     * path below a file, no permission, a read-only file system). {@link Builder#build()} checks its output
+     * directory so; commands that write elsewhere call this before any work.
+     */
+    public static void checkOutputDir(Path dir) {
+        Native.run(() -> Peft4jNative.checkOutputDir(dir.toString()));
     }
 
     /** Steps until training is finished, handing each step's metrics to {@code listener}; returns the last ones. */
@@ -87,6 +100,21 @@ public final class Trainer extends NativeResource {
     /** Saves the trained adapter in PEFT's format (adapter_config.json + adapter_model.safetensors). */
     public void saveAdapter(Path dir) {
         Native.run(() -> nativeHandle().saveAdapter(dir.toString()));
+    }
+
+    /**
+     * HF's {@code log_history} as JSON text: an array with an entry per step ({@code step, epoch, loss,
+     * learning_rate, grad_norm, tokens_per_second}) and per evaluation ({@code step, eval_loss}, and
+     * {@code eval_accuracy} for classification), from step 1 on: after {@link #resume()} the checkpoint's too.
+     */
+    public String logHistory() {
+        return Native.call(() -> nativeHandle().logHistory());
+    }
+
+    /** What setting up found to tell the user, e.g. how many examples were truncated and to what length. */
+    public List<String> warnings() {
+        String text = Native.call(() -> nativeHandle().warnings());
+        return text.isEmpty() ? List.of() : List.of(text.split("\n"));
     }
 
     /** Settings left unset keep the native defaults (HF TrainingArguments' where one exists). */
@@ -219,6 +247,10 @@ public final class Trainer extends NativeResource {
             return this;
         }
 
+        /**
+         * Seeds the data order and dropout (default 42). The adapter's initial weights are drawn when it is created:
+         * seed them with {@link PeftModel#create(BaseModel, String, AdapterConfig, long)}.
+         */
         public Builder seed(long seed) {
             config.put("seed", seed);
             return this;
@@ -230,6 +262,10 @@ public final class Trainer extends NativeResource {
             return this;
         }
 
+        /**
+         * Longer examples are cut to this many tokens (default 512), or to the model's positions where those are
+         * fewer, as HF truncates; {@link Trainer#warnings()} says how many were cut.
+         */
         public Builder maxSeqLength(long length) {
             config.put("max_seq_length", length);
             return this;

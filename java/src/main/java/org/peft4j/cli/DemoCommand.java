@@ -11,6 +11,7 @@ import org.peft4j.GenerationConfig;
 import org.peft4j.LoraConfig;
 import org.peft4j.Peft4j;
 import org.peft4j.PeftModel;
+import org.peft4j.Trainer;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.ExampleEncoder;
 import org.peft4j.data.JsonlReader;
@@ -45,7 +46,7 @@ final class DemoCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        OutputDirs.requireUsable(out);
+        Trainer.checkOutputDir(out);
         Path demo = home().resolve("demo");
         List<DataRecord> trainRecords = JsonlReader.read(demo.resolve("data/train.jsonl"));
         List<DataRecord> evalRecords = JsonlReader.read(demo.resolve("data/eval.jsonl"));
@@ -57,9 +58,9 @@ final class DemoCommand implements Callable<Integer> {
             print("base model, held-out questions:", before);
 
             LoraConfig lora = LoraConfig.builder().r(LORA_R).loraAlpha(2 * LORA_R).allLinear().taskType("CAUSAL_LM").build();
-            PeftModel peft = PeftModel.create(loaded.base, "default", lora);
-            loaded.attach(peft);
             TrainingOptions training = new TrainingOptions();
+            PeftModel peft = PeftModel.create(loaded.base, "default", lora, training.seed);
+            loaded.attach(peft);
             training.learningRate = 2e-3;
             training.lrSchedulerType = "cosine";
             training.warmupSteps = maxSteps / 20;

@@ -47,6 +47,7 @@ final class GenerateCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         List<long[]> inputs = new ArrayList<>();
+        List<DataRecord> records = promptsFile != null ? JsonlReader.read(promptsFile) : List.of();
         try (LoadedModel loaded = LoadedModel.load(model)) {
             if (adapter != null) {
                 loaded.loadAdapter(adapter, false);
@@ -56,10 +57,8 @@ final class GenerateCommand implements Callable<Integer> {
                 inputs.add(chat ? encoder.chatPrompt(List.of(new ChatMessage("user", prompt)))
                         : loaded.tokenizer.encode(prompt, true));
             }
-            if (promptsFile != null) {
-                for (DataRecord record : JsonlReader.read(promptsFile)) {
-                    inputs.add(encoder.promptIds(record));
-                }
+            for (DataRecord record : records) {
+                inputs.add(encoder.promptIds(record));
             }
             if (inputs.isEmpty()) {
                 throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "no prompt given (PROMPT or --prompts FILE)");

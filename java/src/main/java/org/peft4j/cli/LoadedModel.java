@@ -31,9 +31,7 @@ final class LoadedModel implements AutoCloseable {
     }
 
     static LoadedModel load(Path modelDir) {
-        if (!Files.isDirectory(modelDir)) {
-            throw new PeftException(PeftException.Kind.NOT_FOUND, "model directory '" + modelDir + "' does not exist");
-        }
+        requireDirectory(modelDir, "model", "an HF model directory (config.json, model.safetensors, tokenizer.json)");
         long modelVocab = vocabSize(modelDir);
         Tokenizer tokenizer = HfTokenizer.load(modelDir);
         try {
@@ -45,6 +43,16 @@ final class LoadedModel implements AutoCloseable {
         } catch (RuntimeException e) {
             tokenizer.close();
             throw e;
+        }
+    }
+
+    private static void requireDirectory(Path dir, String what, String expected) {
+        if (!Files.exists(dir)) {
+            throw new PeftException(PeftException.Kind.NOT_FOUND, what + " directory '" + dir + "' does not exist");
+        }
+        if (!Files.isDirectory(dir)) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, what + " path '" + dir + "' is a file; expected "
+                    + expected);
         }
     }
 
@@ -64,10 +72,8 @@ final class LoadedModel implements AutoCloseable {
 
     /** Loads a PEFT adapter directory onto the base model (frozen unless {@code trainable}). */
     void loadAdapter(Path adapterDir, boolean trainable) {
-        if (!Files.isDirectory(adapterDir)) {
-            throw new PeftException(PeftException.Kind.NOT_FOUND, "adapter directory '" + adapterDir
-                    + "' does not exist");
-        }
+        requireDirectory(adapterDir, "adapter", "a PEFT adapter directory (adapter_config.json, "
+                + "adapter_model.safetensors)");
         peft = PeftModel.load(base, adapterDir, "default", trainable);
     }
 

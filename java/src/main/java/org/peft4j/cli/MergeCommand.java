@@ -8,6 +8,7 @@ import java.util.concurrent.Callable;
 import org.peft4j.BaseModel;
 import org.peft4j.PeftException;
 import org.peft4j.PeftModel;
+import org.peft4j.Trainer;
 import org.peft4j.report.AtomicFiles;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -38,7 +39,7 @@ final class MergeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        OutputDirs.requireUsable(out);
+        Trainer.checkOutputDir(out);
         try (LoadedModel loaded = LoadedModel.load(model)) {
             loaded.loadAdapter(adapter, false);
             PeftModel peft = loaded.peft();

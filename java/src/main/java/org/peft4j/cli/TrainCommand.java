@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.peft4j.AdapterConfig;
 import org.peft4j.PeftModel;
+import org.peft4j.Trainer;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.Example;
 import org.peft4j.data.ExampleEncoder;
@@ -58,7 +59,7 @@ final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        OutputDirs.requireUsable(out);
+        Trainer.checkOutputDir(out);
         List<DataRecord> trainRecords = JsonlReader.readAll(data);
         List<DataRecord> evalRecords = evalData != null ? JsonlReader.read(evalData) : List.of();
         boolean classification = trainRecords.get(0) instanceof DataRecord.Labeled;
@@ -68,7 +69,7 @@ final class TrainCommand implements Callable<Integer> {
             ExampleEncoder encoder = new ExampleEncoder(loaded.tokenizer, labelSet);
             List<Example> train = encoder.encode(trainRecords);
             List<Example> eval = encoder.encode(evalRecords);
-            PeftModel peft = PeftModel.create(loaded.base, "default", adapterConfig);
+            PeftModel peft = PeftModel.create(loaded.base, "default", adapterConfig, training.seed);
             loaded.attach(peft);
             LOG.info("{}: {} training and {} eval examples, {} adapter with {} trainable parameters", model,
                     train.size(), eval.size(), adapterConfig.peftType(), peft.trainableParameterCount());

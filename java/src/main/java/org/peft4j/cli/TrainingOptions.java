@@ -53,13 +53,17 @@ final class TrainingOptions {
     @Option(names = "--save-total-limit", paramLabel = "N", description = "checkpoints kept; 0 = all (default: ${DEFAULT-VALUE})")
     long saveTotalLimit = 2;
 
-    @Option(names = "--seed", paramLabel = "S", description = "seed of initialisation, shuffling and dropout (default: ${DEFAULT-VALUE})")
+    @Option(names = "--seed", paramLabel = "S",
+            description = "seed of the adapter's initialisation, the data order and dropout: one seed, one thread, "
+                    + "bitwise the same run (default: ${DEFAULT-VALUE})")
     long seed = 42;
 
     @Option(names = "--packing", description = "concatenate examples into --max-seq-length blocks instead of padding")
     boolean packing;
 
-    @Option(names = "--max-seq-length", paramLabel = "N", description = "longer examples are truncated (default: ${DEFAULT-VALUE})")
+    @Option(names = "--max-seq-length", paramLabel = "N",
+            description = "longer examples are truncated, as are examples longer than the model's positions, with a "
+                    + "warning saying how many (default: ${DEFAULT-VALUE})")
     long maxSeqLength = 512;
 
     @Option(names = "--bf16", description = "bfloat16 autocast (CUDA only)")

@@ -8,15 +8,19 @@ import org.peft4j.Trainer;
 import org.peft4j.TrainingData;
 import org.peft4j.data.Example;
 import org.peft4j.report.TrainingReport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * One training run as train and demo do it: the examples into the trainer, a progress bar while it steps, every
  * step and evaluation into the report, then the adapter saved into the output directory.
  */
 final class TrainingRun {
+    private static final Logger LOG = LoggerFactory.getLogger(TrainingRun.class);
+
     private TrainingRun() {}
 
-    /** The run's throughput over its whole wall time (data loading and evaluations included). */
+    /** This process's part of the run and its throughput over its wall time (evaluations included). */
     record Totals(long steps, long tokens, double seconds) {
         double tokensPerSecond() {
             return seconds > 0 ? tokens / seconds : 0;
@@ -33,22 +37,16 @@ final class TrainingRun {
                 builder.evalData(eval);
             }
             try (Trainer trainer = options.apply(builder, out, padTokenId, classification).build()) {
+                trainer.warnings().forEach(LOG::warn);
                 if (resume) {
                     trainer.resume();
                 }
                 long start = System.nanoTime();
                 long tokensBefore = trainer.metrics().tokensSeen();
                 long stepsBefore = trainer.metrics().globalStep();
-                if (resume) {
-                    report.continueFrom(out.resolve(TrainingReport.METRICS_FILE), stepsBefore);
-                }
                 ProgressBar bar = ProgressBar.onStderr(trainer.metrics().maxSteps());
                 StepMetrics last = trainer.train(m -> {
-                    report.addStep(new TrainingReport.Step(m.globalStep(), m.epoch(), m.loss(), m.learningRate(),
-                            m.gradNorm(), m.tokensPerSecond()));
                     if (m.evaluated()) {
-                        report.addEvaluation(new TrainingReport.Evaluation(m.globalStep(), m.evalLoss(),
-                                m.evalAccuracy()));
                         bar.message(String.format("step %d: eval_loss %.4f%s", m.globalStep(), m.evalLoss(),
                                 Double.isNaN(m.evalAccuracy()) ? "" : String.format(" eval_accuracy %.4f", m.evalAccuracy())));
                     }
@@ -61,10 +59,12 @@ final class TrainingRun {
                 trainer.saveAdapter(out);
                 Totals totals = new Totals(last.globalStep() - stepsBefore, last.tokensSeen() - tokensBefore,
                         (System.nanoTime() - start) / 1e9);
+                // Every step's entry, a resumed run's earlier ones from the checkpoint included.
+                report.addLogHistory(trainer.logHistory());
                 report.put("steps", last.globalStep());
                 report.put("epochs", last.epoch());
                 report.put("stopped_early", last.stoppedEarly());
-                report.put("train_tokens", totals.tokens());
+                report.put("train_tokens", last.tokensSeen());
                 report.put("train_seconds", totals.seconds());
                 report.put("train_tokens_per_second", totals.tokensPerSecond());
                 if (resume) {

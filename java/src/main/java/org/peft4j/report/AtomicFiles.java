@@ -8,10 +8,13 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.util.concurrent.atomic.AtomicLong;
 import org.peft4j.PeftException;
 
 /** Whole-file writes that never leave a half-written file: a temporary file beside the target, fsync, rename. */
 public final class AtomicFiles {
+    private static final AtomicLong COUNTER = new AtomicLong();
+
     private AtomicFiles() {}
 
     public static void write(Path file, byte[] bytes) {
@@ -19,12 +22,15 @@ public final class AtomicFiles {
         Path temp = null;
         try {
             Files.createDirectories(dir);
-            temp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
-            // Temporary files are private (0600); the result is an ordinary file that others may read.
-            if (Files.getFileStore(temp).supportsFileAttributeView("posix")) {
-                Files.setPosixFilePermissions(temp, PosixFilePermissions.fromString("rw-r--r--"));
-            }
-            try (FileChannel channel = FileChannel.open(temp, StandardOpenOption.WRITE)) {
+            // The core's naming (<file>.tmp.<pid>.<n>), so that a trainer starting in this directory recognises
+            // and removes what a killed process left.
+            temp = dir.resolve(file.getFileName() + ".tmp." + ProcessHandle.current().pid() + "." + COUNTER.getAndIncrement());
+            try (FileChannel channel = FileChannel.open(temp, StandardOpenOption.CREATE,
+                    StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE)) {
+                // An ordinary file that others may read, whatever the umask.
+                if (Files.getFileStore(temp).supportsFileAttributeView("posix")) {
+                    Files.setPosixFilePermissions(temp, PosixFilePermissions.fromString("rw-r--r--"));
+                }
                 ByteBuffer buffer = ByteBuffer.wrap(bytes);
                 while (buffer.hasRemaining()) {
                     channel.write(buffer);

@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -36,37 +35,25 @@ public final class TrainingReport {
     private final List<Evaluation> evaluations = new ArrayList<>();
     private final Map<String, Object> summary = new LinkedHashMap<>();
 
-    public void addStep(Step step) {
-        steps.add(step);
-    }
-
-    public void addEvaluation(Evaluation evaluation) {
-        evaluations.add(evaluation);
-    }
-
     /**
-     * On resume: takes the steps and evaluations up to {@code step} from the {@code metrics.json} an earlier run
-     * wrote, so that the report covers the whole training; nothing when there is no such file.
+     * Adds the steps and evaluations of a trainer's log history ({@link org.peft4j.Trainer#logHistory()}: HF's
+     * log_history, which after a resume holds the checkpoint's earlier entries too), so that the report covers
+     * the whole training.
      */
-    public void continueFrom(Path metricsFile, long step) {
-        if (!Files.isRegularFile(metricsFile)) {
-            return;
-        }
-        JsonNode root;
+    public void addLogHistory(String logHistoryJson) {
+        JsonNode history;
         try {
-            root = new ObjectMapper().readTree(metricsFile.toFile());
+            history = new ObjectMapper().readTree(logHistoryJson);
         } catch (IOException e) {
-            throw new PeftException(PeftException.Kind.FORMAT, "cannot read '" + metricsFile + "': " + e.getMessage());
+            throw new PeftException(PeftException.Kind.FORMAT, "the trainer's log history is not JSON: " + e.getMessage());
         }
-        for (JsonNode s : root.path("train")) {
-            if (s.path("step").asLong() <= step) {
-                steps.add(new Step(s.path("step").asLong(), number(s, "epoch"), number(s, "loss"),
-                        number(s, "learning_rate"), number(s, "grad_norm"), number(s, "tokens_per_second")));
-            }
-        }
-        for (JsonNode e : root.path("eval")) {
-            if (e.path("step").asLong() <= step) {
-                evaluations.add(new Evaluation(e.path("step").asLong(), number(e, "eval_loss"), number(e, "eval_accuracy")));
+        for (JsonNode entry : history) {
+            long step = entry.path("step").asLong();
+            if (entry.has("loss")) {
+                steps.add(new Step(step, number(entry, "epoch"), number(entry, "loss"), number(entry, "learning_rate"),
+                        number(entry, "grad_norm"), number(entry, "tokens_per_second")));
+            } else if (entry.has("eval_loss")) {
+                evaluations.add(new Evaluation(step, number(entry, "eval_loss"), number(entry, "eval_accuracy")));
             }
         }
     }

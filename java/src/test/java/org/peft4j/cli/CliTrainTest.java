@@ -10,6 +10,8 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
@@ -145,5 +147,60 @@ class CliTrainTest {
         try (Stream<Path> left = Files.list(dir)) {
             assertTrue(left.noneMatch(p -> p.getFileName().toString().endsWith(".tmp")));
         }
+    }
+
+    @Test
+    void oneSeedGivesBitwiseTheSameRun() throws Exception {
+        String data = firstLines(16).toString();
+        List<byte[]> adapters = new ArrayList<>();
+        for (String seed : List.of("7", "7", "8")) {
+            Path out = dir.resolve("seed-" + adapters.size());
+            CliRun r = run("train", "--model", model(), "--data", data, "--out", out.toString(), "--max-steps", "3",
+                    "--per-device-train-batch-size", "4", "--lora-dropout", "0.1", "--seed", seed);
+            assertEquals(0, r.code(), r.err());
+            adapters.add(Files.readAllBytes(out.resolve("adapter_model.safetensors")));
+        }
+        assertTrue(Arrays.equals(adapters.get(0), adapters.get(1)), "--seed 7 twice gave different adapters");
+        assertFalse(Arrays.equals(adapters.get(0), adapters.get(2)), "--seed 7 and 8 gave the same adapter");
+    }
+
+    @Test
+    void inputsThatOnceGotAConfusingAnswerGetOneErrorLineNamingTheProblem() throws Exception {
+        Path out = dir.resolve("never");
+        String data = firstLines(4).toString();
+
+        Path file = dir.resolve("model-file");
+        Files.writeString(file, "not a model");
+        assertOneErrorLine(run("train", "--model", file.toString(), "--data", data, "--out", out.toString()),
+                "model path '" + file + "' is a file; expected an HF model directory");
+
+        Path latin1 = dir.resolve("latin1.jsonl");
+        Files.write(latin1, concat("{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"caf",
+                new byte[] {(byte) 0xE9}, "\", \"completion\": \"b\"}\n"));
+        assertOneErrorLine(run("train", "--model", model(), "--data", latin1.toString(), "--out", out.toString()),
+                latin1 + ":2: not UTF-8 text: byte 0xE9 at byte 16 of the line is invalid there");
+
+        Path binary = dir.resolve("binary.jsonl");
+        Files.write(binary, new byte[] {'{', 0, 0, 1, (byte) 0x89, 'P', 'N', 'G'});
+        assertOneErrorLine(run("train", "--model", model(), "--data", binary.toString(), "--out", out.toString()),
+                binary + ":1: binary data, not JSON text: a NUL byte at byte 2 of the line");
+        assertOneErrorLine(run("generate", "--model", model(), "--prompts", latin1.toString()),
+                latin1 + ":2: not UTF-8 text: byte 0xE9");
+
+        // sysfs refuses new files to everyone, root included (who ignores permission bits).
+        if (Files.isDirectory(Path.of("/sys/kernel"))) {
+            assertOneErrorLine(run("train", "--model", model(), "--data", data, "--out", "/sys/kernel"),
+                    "output directory '/sys/kernel' is not writable");
+        }
+        assertFalse(Files.exists(out), "a failed run left " + out);
+    }
+
+    private static byte[] concat(String head, byte[] middle, String tail) {
+        byte[] a = head.getBytes(StandardCharsets.UTF_8);
+        byte[] c = tail.getBytes(StandardCharsets.UTF_8);
+        byte[] all = Arrays.copyOf(a, a.length + middle.length + c.length);
+        System.arraycopy(middle, 0, all, a.length, middle.length);
+        System.arraycopy(c, 0, all, a.length + middle.length, c.length);
+        return all;
     }
 }

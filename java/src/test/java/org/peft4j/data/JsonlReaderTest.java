@@ -4,8 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -75,6 +77,48 @@ class JsonlReaderTest {
         Path c = write("c.jsonl", "{\"prompt\": \"q\", \"completion\": \"a\"}");
         PeftException e = assertThrows(PeftException.class, () -> JsonlReader.readAll(List.of(a, c)));
         assertEquals(c + ":1: a file of prompt/completion lines after one of text lines (" + a + ":1)", e.getMessage());
+    }
+
+    @Test
+    void bytesThatAreNotUtf8TextNameTheLineAndTheByte() throws Exception {
+        byte[] head = "{\"text\": \"ok\"}\r\n{\"text\": \"caf".getBytes(StandardCharsets.UTF_8);
+        Path latin1 = dir.resolve("latin1.jsonl");
+        Files.write(latin1, concat(head, new byte[] {(byte) 0xE9, '"', '}', '\n'}));
+        PeftException e = assertThrows(PeftException.class, () -> JsonlReader.read(latin1));
+        assertEquals(PeftException.Kind.FORMAT, e.kind());
+        assertEquals(latin1 + ":2: not UTF-8 text: byte 0xE9 at byte 14 of the line is invalid there (JSONL files "
+                + "are UTF-8)", e.getMessage());
+
+        Path cut = dir.resolve("cut.jsonl");  // a multi-byte character cut off at the end of the file
+        Files.write(cut, concat("{\"text\": \"".getBytes(StandardCharsets.UTF_8), new byte[] {(byte) 0xE2, (byte) 0x82}));
+        assertEquals(cut + ":1: not UTF-8 text: byte 0xE2 at byte 11 of the line is invalid there (JSONL files are UTF-8)",
+                assertThrows(PeftException.class, () -> JsonlReader.read(cut)).getMessage());
+
+        Path png = dir.resolve("png.jsonl");  // a PNG file's first bytes
+        Files.write(png, new byte[] {(byte) 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13});
+        assertEquals(png + ":1: not UTF-8 text: byte 0x89 at byte 1 of the line is invalid there (JSONL files are UTF-8)",
+                assertThrows(PeftException.class, () -> JsonlReader.read(png)).getMessage());
+
+        Path nul = dir.resolve("nul.jsonl");
+        Files.write(nul, "{\"text\": \"a\"}\n{\"text\": \"a\u0000b\"}\n".getBytes(StandardCharsets.UTF_8));
+        assertEquals(nul + ":2: binary data, not JSON text: a NUL byte at byte 12 of the line",
+                assertThrows(PeftException.class, () -> JsonlReader.read(nul)).getMessage());
+    }
+
+    @Test
+    void aByteOrderMarkAndWindowsLineEndsAreAccepted() throws Exception {
+        Path file = dir.resolve("bom.jsonl");
+        Files.write(file, concat(new byte[] {(byte) 0xEF, (byte) 0xBB, (byte) 0xBF},
+                "{\"text\": \"caf\u00e9\"}\r\n{\"text\": \"b\"}\r\n".getBytes(StandardCharsets.UTF_8)));
+        List<DataRecord> records = JsonlReader.read(file);
+        assertEquals(List.of("caf\u00e9", "b"), records.stream().map(r -> ((DataRecord.Text) r).text()).toList());
+        assertEquals(file + ":2", records.get(1).source());
+    }
+
+    private static byte[] concat(byte[] a, byte[] b) {
+        byte[] all = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, all, a.length, b.length);
+        return all;
     }
 
     @Test

@@ -2,6 +2,7 @@ package org.peft4j.report;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -15,17 +16,22 @@ import java.util.stream.Stream;
 import javax.imageio.ImageIO;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.PeftException;
 
 class TrainingReportTest {
     @TempDir
     Path dir;
 
+    // A trainer's log history as the core writes it: three steps and an evaluation after the second.
+    private static final String HISTORY = """
+            [{"step": 1, "epoch": 0.3333, "loss": 4.0, "learning_rate": 0.001, "grad_norm": 0.5, "tokens_per_second": 1000},
+             {"step": 2, "epoch": 0.6667, "loss": 2.0, "learning_rate": 0.001, "grad_norm": 0.5, "tokens_per_second": 1000},
+             {"step": 2, "eval_loss": 1.5},
+             {"step": 3, "epoch": 1.0, "loss": 1.3333, "learning_rate": 0.001, "grad_norm": 0.5}]""";
+
     private static TrainingReport threeSteps() {
         TrainingReport report = new TrainingReport();
-        for (int step = 1; step <= 3; step++) {
-            report.addStep(new TrainingReport.Step(step, step / 3.0, 4.0 / step, 1e-3, 0.5, 1000));
-        }
-        report.addEvaluation(new TrainingReport.Evaluation(2, 1.5, Double.NaN));
+        report.addLogHistory(HISTORY);
         report.put("exact_match_after", 0.9);
         return report;
     }
@@ -50,16 +56,17 @@ class TrainingReportTest {
     }
 
     @Test
-    void aResumedRunKeepsTheEarlierStepsUpToTheCheckpoint() {
-        threeSteps().write(dir);
-        TrainingReport resumed = new TrainingReport();
-        resumed.continueFrom(dir.resolve(TrainingReport.METRICS_FILE), 2);
-        assertEquals(2, resumed.steps().size());
-        assertEquals(2.0, resumed.steps().get(1).loss());
-        assertEquals(1, resumed.evaluations().size());
-        assertTrue(Double.isNaN(resumed.evaluations().get(0).accuracy()));
-        TrainingReport fresh = new TrainingReport();
-        fresh.continueFrom(dir.resolve("absent.json"), 2);
-        assertTrue(fresh.steps().isEmpty());
+    void takesStepsAndEvaluationsFromTheLogHistory() {
+        TrainingReport report = threeSteps();
+        assertEquals(3, report.steps().size());
+        assertEquals(2, report.steps().get(1).step());
+        assertEquals(2.0, report.steps().get(1).loss());
+        assertEquals(1000, report.steps().get(0).tokensPerSecond());
+        assertTrue(Double.isNaN(report.steps().get(2).tokensPerSecond()), "a value the entry lacks is NaN");
+        assertEquals(1, report.evaluations().size());
+        assertEquals(2, report.evaluations().get(0).step());
+        assertTrue(Double.isNaN(report.evaluations().get(0).accuracy()));
+        PeftException e = assertThrows(PeftException.class, () -> new TrainingReport().addLogHistory("[{"));
+        assertTrue(e.getMessage().contains("log history"), e.getMessage());
     }
 }
