@@ -6,7 +6,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.nio.file.Path;
 
-/** An adapter added to the golden llama, saved, and loaded into a fresh base model on the golden batch. */
+/** An adapter added to a golden base model, saved, and loaded into a fresh base model on the golden batch. */
 final class GoldenRoundTrip {
     static final Path LLAMA = TestFiles.golden().resolve("models/llama");
 
@@ -19,12 +19,19 @@ final class GoldenRoundTrip {
     record Result(float[] base, float[] adapted, JsonNode loadedConfig) {}
 
     static Result saveAndLoad(AdapterConfig config, Path dir) throws Exception {
-        try (NamedTensors io = SafeTensors.read(TestFiles.golden().resolve("cases/lora_llama_all/io.safetensors"));
+        return saveAndLoad("llama", config, dir);
+    }
+
+    /** As {@link #saveAndLoad(AdapterConfig, Path)} on the golden model of `arch` ("llama" or "gpt2"). */
+    static Result saveAndLoad(String arch, AdapterConfig config, Path dir) throws Exception {
+        Path modelDir = TestFiles.golden().resolve("models/" + arch);
+        String ioCase = arch.equals("llama") ? "lora_llama_all" : "lora_" + arch;
+        try (NamedTensors io = SafeTensors.read(TestFiles.golden().resolve("cases/" + ioCase + "/io.safetensors"));
                 Tensor ids = io.get("input_ids");
                 Tensor mask = io.get("attention_mask")) {
             float[] base;
             float[] adapted;
-            try (BaseModel model = BaseModel.load(LLAMA);
+            try (BaseModel model = BaseModel.load(modelDir);
                     Tensor baseLogits = model.forward(ids, mask);
                     PeftModel peft = PeftModel.create(model, "default", config);
                     Tensor logits = peft.forward(ids, mask)) {
@@ -32,7 +39,7 @@ final class GoldenRoundTrip {
                 adapted = logits.toFloatArray();
                 peft.save(dir);
             }
-            try (BaseModel model = BaseModel.load(LLAMA);
+            try (BaseModel model = BaseModel.load(modelDir);
                     PeftModel loaded = PeftModel.load(model, dir);
                     Tensor logits = loaded.forward(ids, mask)) {
                 float[] after = logits.toFloatArray();
