@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.peft4j.GenerationConfig;
 import org.peft4j.PeftException;
+import org.peft4j.Trainability;
 import org.peft4j.data.ChatMessage;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.ExampleEncoder;
@@ -49,7 +50,7 @@ final class GenerateCommand implements Callable<Integer> {
         List<long[]> inputs = new ArrayList<>();
         try (LoadedModel loaded = LoadedModel.load(model)) {
             if (adapter != null) {
-                loaded.loadAdapter(adapter, false);
+                loaded.loadAdapter(adapter, Trainability.FROZEN);
             }
             ExampleEncoder encoder = new ExampleEncoder(loaded.tokenizer, null);
             for (String prompt : prompts) {
