@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
+import java.util.function.Consumer;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 
 /**
@@ -51,14 +52,8 @@ public final class PeftModel extends NativeResource {
 
     /** Wraps {@code base} and adds a new adapter {@code name} initialised as {@code config} says. */
     public static PeftModel create(BaseModel base, String name, AdapterConfig config) {
-        PeftModel model = wrap(base);
-        try {
-            model.addAdapter(name, config);
-            return model;
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
-        }
+        Objects.requireNonNull(config, "config");
+        return wrap(base, model -> model.addAdapter(name, config));
     }
 
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
@@ -68,19 +63,23 @@ public final class PeftModel extends NativeResource {
 
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter {@code name}. */
     public static PeftModel load(BaseModel base, Path adapterDir, String name, Trainability trainability) {
-        PeftModel model = wrap(base);
-        try {
-            model.loadAdapter(adapterDir, name, trainability);
-            return model;
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
-        }
+        return wrap(base, model -> model.loadAdapter(adapterDir, name, trainability));
     }
 
-    private static PeftModel wrap(BaseModel base) {
+    // Wrapping and the first adapter happen under the base's lock, so that no other thread wraps the base between
+    // them (an adapter-less PeftModel may be replaced); the model is closed again when its first adapter fails.
+    private static PeftModel wrap(BaseModel base, Consumer<PeftModel> firstAdapter) {
         Objects.requireNonNull(base, "base");
-        return base.lock().exclusive(base, () -> new PeftModel(PeftModelHandle.wrap(base.nativeHandle()), base.lock()));
+        return base.lock().exclusive(base, () -> {
+            PeftModel model = new PeftModel(PeftModelHandle.wrap(base.nativeHandle()), base.lock());
+            try {
+                firstAdapter.accept(model);
+                return model;
+            } catch (RuntimeException e) {
+                model.close();
+                throw e;
+            }
+        });
     }
 
     public void addAdapter(String name, AdapterConfig config) {
