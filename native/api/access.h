@@ -14,6 +14,10 @@
 #include "peft4j/safetensors.h"
 #include "peft4j_api.h"
 
+namespace peft4j::tuners {
+class PeftModel;
+}
+
 namespace peft4j::api {
 
 struct TensorState {
@@ -28,6 +32,9 @@ struct TensorMapState {
 struct ModelState {
   std::shared_ptr<models::Model> model;
   models::GenerationConfig generation_defaults;
+  // The PeftModel that last wrapped this base model in place, kept after its handles close: its adapter layers stay
+  // in the base (PeftModelHandle::wrap refuses a second one over them). Empty until wrapped, and after unloading.
+  std::shared_ptr<tuners::PeftModel> carrier;
 };
 
 struct Access {
@@ -48,9 +55,10 @@ struct Access {
     h.state_ = std::move(state);
     return h;
   }
-  static ModelState& model(const ModelHandle& h) {
+  static ModelState& model(const ModelHandle& h) { return *model_state(h); }
+  static const std::shared_ptr<ModelState>& model_state(const ModelHandle& h) {
     if (!h.state_) fail(ErrorKind::InvalidArgument, "model handle is empty (closed or never loaded)");
-    return *h.state_;
+    return h.state_;
   }
 };
 

@@ -1,4 +1,5 @@
-// The facade's exception boundary: every C++ exception leaves as std::runtime_error("KIND: message").
+// The facade's exception boundary: every C++ exception leaves as std::runtime_error("KIND: message"). Every call
+// also takes its share of the intra-op threads (runtime::ThreadShare).
 #pragma once
 
 #include <stdexcept>
@@ -13,6 +14,7 @@ template <typename F>
 auto guard(F&& body) -> decltype(body()) {
   try {
     runtime::init();
+    runtime::ThreadShare share;
     return body();
   } catch (const Error& e) {
     throw std::runtime_error(std::string(error_kind_name(e.kind())) + ": " + e.what());

@@ -6,6 +6,7 @@
 
 #include "access.h"
 #include "guard.h"
+#include "inputs.h"
 #include "peft4j/files.h"
 #include "peft4j/models/generation.h"
 #include "peft4j/models/model.h"
@@ -23,17 +24,6 @@ ModelState& state_of(const std::shared_ptr<ModelState>& state) {
 at::Device device_of(models::Model& model) {
   auto parameters = model.parameters();
   return parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();
-}
-
-// An index-like input (ids, masks, positions) on the model's device as int64, or undefined when not given.
-// Bool masks are accepted; floating-point values would be silently truncated, so they are refused.
-at::Tensor index_input(const TensorHandle& handle, const char* name, const at::Device& device) {
-  at::Tensor t = Access::optional_tensor(handle);
-  if (!t.defined()) return t;
-  if (at::isFloatingType(t.scalar_type()) || at::isComplexType(t.scalar_type()))
-    fail(ErrorKind::InvalidArgument, std::string(name) + " must be an integer tensor, got " +
-                                         io::safetensors_dtype_name(t.scalar_type()));
-  return t.to(device, at::kLong);
 }
 
 }  // namespace
@@ -98,12 +88,12 @@ ModelOutputHandle ModelHandle::forward(const TensorHandle& inputIds, const Tenso
     models::Model& model = *state_of(state_).model;
     const at::Device device = device_of(model);
     models::ModelInputs inputs;
-    inputs.input_ids = index_input(inputIds, "input_ids", device);
-    if (!inputs.input_ids.defined()) fail(ErrorKind::InvalidArgument, "input_ids is required");
-    inputs.attention_mask = index_input(attentionMask, "attention_mask", device);
+    inputs.input_ids = token_ids(inputIds, "input_ids", model.vocab_size(), device, /*required=*/true);
+    inputs.attention_mask = attention_mask(attentionMask, device);
     inputs.token_type_ids = index_input(tokenTypeIds, "token_type_ids", device);
     inputs.position_ids = index_input(positionIds, "position_ids", device);
-    inputs.decoder_input_ids = index_input(decoderInputIds, "decoder_input_ids", device);
+    inputs.decoder_input_ids =
+        token_ids(decoderInputIds, "decoder_input_ids", model.vocab_size(), device, /*required=*/false);
     at::Tensor label_tensor = Access::optional_tensor(labels);
     if (label_tensor.defined())
       inputs.labels = at::isFloatingType(label_tensor.scalar_type()) ? label_tensor.to(device)
@@ -136,10 +126,8 @@ TensorHandle ModelHandle::generate(const TensorHandle& inputIds, const TensorHan
     }
     if (options.padTokenIdGiven) config.pad_token_id = options.padTokenId;
     const at::Device device = device_of(*state.model);
-    at::Tensor ids = index_input(inputIds, "input_ids", device);
-    if (!ids.defined()) fail(ErrorKind::InvalidArgument, "input_ids is required");
-    return Access::wrap(
-        models::generate(*state.model, ids, index_input(attentionMask, "attention_mask", device), config));
+    at::Tensor ids = token_ids(inputIds, "input_ids", state.model->vocab_size(), device, /*required=*/true);
+    return Access::wrap(models::generate(*state.model, ids, attention_mask(attentionMask, device), config));
   });
 }
 

@@ -5,6 +5,7 @@
 
 #include "access.h"
 #include "guard.h"
+#include "inputs.h"
 #include "peft4j/tuners/composition.h"
 #include "peft4j/tuners/peft_model.h"
 
@@ -12,7 +13,7 @@ namespace peft4j::api {
 
 struct PeftState {
   std::shared_ptr<tuners::PeftModel> model;
-  models::GenerationConfig generation_defaults;
+  std::shared_ptr<ModelState> base;  // the wrapped base model's state, which records this model as its carrier
 };
 
 namespace {
@@ -42,12 +43,22 @@ PeftModelHandle::PeftModelHandle() = default;
 
 PeftModelHandle PeftModelHandle::wrap(const ModelHandle& base) {
   return guard([&] {
-    ModelState& model = Access::model(base);
-    if (dynamic_cast<tuners::PeftModel*>(model.model.get()))
+    std::shared_ptr<ModelState> model = Access::model_state(base);
+    if (dynamic_cast<tuners::PeftModel*>(model->model.get()))
       fail(ErrorKind::InvalidArgument, "this model already is a PEFT model");
+    // Wrapping adapts the base in place, and the adapter layers stay there after their PeftModel is gone; a second
+    // PeftModel over them would find its target modules wrapped. An earlier PeftModel without adapters (one whose
+    // first adapter was refused, or after merge_and_unload) left the base as it was.
+    if (model->carrier && !model->carrier->adapter_names().empty()) {
+      std::string names;
+      for (const auto& name : model->carrier->adapter_names()) names += (names.empty() ? "'" : ", '") + name + "'";
+      fail(ErrorKind::InvalidArgument, "the base model already carries a PeftModel (adapters " + names +
+                                           "), which adapted it in place: add further adapters to that PeftModel, "
+                                           "or load the base model again");
+    }
+    model->carrier = std::make_shared<tuners::PeftModel>(model->model);
     PeftModelHandle h;
-    h.state_ = std::make_shared<PeftState>(PeftState{std::make_shared<tuners::PeftModel>(model.model),
-                                                     model.generation_defaults});
+    h.state_ = std::make_shared<PeftState>(PeftState{model->carrier, model});
     return h;
   });
 }
@@ -57,7 +68,7 @@ ModelHandle PeftModelHandle::model() const {
     auto state = std::make_shared<ModelState>();
     state->model = state_->model;
     peft_of(state_);
-    state->generation_defaults = state_->generation_defaults;
+    state->generation_defaults = state_->base->generation_defaults;
     return Access::wrap_model(state);
   });
 }
@@ -119,11 +130,11 @@ void PeftModelHandle::unmerge() { guard([&] { peft_of(state_).unmerge(); }); }
 
 ModelHandle PeftModelHandle::mergeAndUnload() {
   return guard([&] {
-    auto state = std::make_shared<ModelState>();
-    state->model = peft_of(state_).merge_and_unload();
-    state->generation_defaults = state_->generation_defaults;
+    peft_of(state_).merge_and_unload();
+    // The base is plain again and may be wrapped anew; the returned handle shares its state with the base's.
+    state_->base->carrier.reset();
     state_->model.reset();  // the adapters are gone; this handle is spent
-    return Access::wrap_model(state);
+    return Access::wrap_model(state_->base);
   });
 }
 
@@ -143,12 +154,8 @@ TensorHandle PeftModelHandle::forwardParallel(const std::string& adapters, const
     tuners::PeftModel& model = peft_of(state_);
     const at::Device device = model.base_model().parameters().at(0).device();
     models::ModelInputs inputs;
-    inputs.input_ids = Access::tensor(inputIds);
-    if (at::isFloatingType(inputs.input_ids.scalar_type()))
-      fail(ErrorKind::InvalidArgument, "input_ids must hold integer token ids");
-    inputs.input_ids = inputs.input_ids.to(device, at::kLong);
-    at::Tensor mask = Access::optional_tensor(attentionMask);
-    if (mask.defined()) inputs.attention_mask = mask.to(device, at::kLong);
+    inputs.input_ids = token_ids(inputIds, "input_ids", model.vocab_size(), device, /*required=*/true);
+    inputs.attention_mask = attention_mask(attentionMask, device);
     at::NoGradGuard no_grad;
     return Access::wrap(tuners::forward_parallel(model, inputs, split_names(adapters)).logits);
   });

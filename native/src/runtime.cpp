@@ -2,13 +2,25 @@
 
 #include <sched.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
 
 #include "peft4j/compat.h"
 
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
+
 namespace peft4j::runtime {
+
+namespace {
+std::atomic<int> configured_threads{1};
+std::atomic<int> calls_in_flight{0};
+thread_local int share_depth = 0;
+}  // namespace
 
 int available_cores() {
   cpu_set_t set;
@@ -29,7 +41,22 @@ void init() {
       if (requested > 0) threads = requested;
     }
     at::set_num_threads(threads);
+    configured_threads = threads;
   });
+}
+
+ThreadShare::ThreadShare() {
+  if (share_depth++ > 0) return;
+  const int calls = ++calls_in_flight;
+#if AT_PARALLEL_OPENMP
+  // libtorch sizes a thread's OpenMP team on that thread's first parallel call; settle that before choosing ours.
+  at::get_num_threads();
+  omp_set_num_threads(std::max(1, configured_threads.load() / calls));
+#endif
+}
+
+ThreadShare::~ThreadShare() {
+  if (--share_depth == 0) --calls_in_flight;
 }
 
 std::string loaded_blas_library() {

@@ -2,6 +2,7 @@ package org.peft4j;
 
 import java.nio.file.Path;
 import java.util.Objects;
+import java.util.function.Function;
 import org.peft4j.internal.Peft4jNative.GenerationOptions;
 import org.peft4j.internal.Peft4jNative.ModelHandle;
 import org.peft4j.internal.Peft4jNative.ModelOutputHandle;
@@ -9,8 +10,15 @@ import org.peft4j.internal.Peft4jNative.TensorHandle;
 
 /**
  * A HuggingFace base model (llama, qwen2, mistral, gpt2, bert, t5) loaded into the native core, for inference:
- * every call runs in eval mode without gradients, on CPU in f32. Use one model from one thread at a time;
- * close it (or use try-with-resources) to free its weights at once.
+ * every call runs in eval mode without gradients, on CPU in f32. Close it (or use try-with-resources) to free its
+ * weights.
+ *
+ * <p>A model may be shared between threads: forward, loss and generate calls from several threads run at once
+ * (the core divides its intra-op threads among the calls in flight), while calls that change the model (those of a
+ * {@link PeftModel} over it that add, switch or merge adapters, and training steps) wait for them and run alone.
+ * {@link #close()} may come from any thread at any time: calls in flight finish first, later ones throw a
+ * {@link PeftException} of kind CLOSED. Closing a base model that a {@link PeftModel} wraps leaves the
+ * {@code PeftModel} working: it holds the weights until it is closed too.
  *
  * <pre>{@code
  * try (BaseModel model = BaseModel.load(Path.of("models/llama"));
@@ -24,8 +32,15 @@ public final class BaseModel extends NativeResource {
     // Passed for inputs that are not given; never modified, so one instance serves every call.
     private static final TensorHandle ABSENT = new TensorHandle();
 
-    BaseModel(ModelHandle handle) {
-        super(handle, "model");
+    private final ModelLock lock;
+
+    BaseModel(ModelHandle handle, ModelLock lock, String what) {
+        super(handle, what);
+        this.lock = lock;
+    }
+
+    ModelLock lock() {
+        return lock;
     }
 
     /**
@@ -35,7 +50,7 @@ public final class BaseModel extends NativeResource {
      */
     public static BaseModel load(Path dir) {
         Objects.requireNonNull(dir, "dir");
-        return Native.call(() -> new BaseModel(ModelHandle.load(dir.toString())));
+        return Native.call(() -> new BaseModel(ModelHandle.load(dir.toString()), new ModelLock(), "model"));
     }
 
     ModelHandle nativeHandle() {
@@ -44,36 +59,29 @@ public final class BaseModel extends NativeResource {
 
     /** The {@code model_type} of the model's config.json ("llama", "gpt2", ...). */
     public String modelType() {
-        return Native.call(() -> nativeHandle().modelType());
+        return lock.shared(this, () -> nativeHandle().modelType());
     }
 
     /** The number of parameter elements; tied weights (such as a tied LM head) count once. */
     public long parameterCount() {
-        return Native.call(() -> nativeHandle().parameterCount());
+        return lock.shared(this, () -> nativeHandle().parameterCount());
     }
 
     /**
      * The logits of {@code inputIds} {@code [batch, length]} (any integer dtype): {@code [batch, length, vocab]}
-     * for causal LMs. {@code attentionMask} (1 = token, 0 = padding) may be null for all ones.
+     * for causal LMs. Every id must lie in {@code [0, vocab size)} and every row hold at least one token.
+     * {@code attentionMask} (1 = token, 0 = padding; integer, boolean, or floating point holding only 0 and 1) may
+     * be null for all ones.
      */
     public Tensor forward(Tensor inputIds, Tensor attentionMask) {
         ModelInput input = ModelInput.builder().inputIds(inputIds).attentionMask(attentionMask).build();
-        return Native.call(() -> {
-            try (ModelOutputHandle out = run(input)) {
-                return new Tensor(out.logits());
-            }
-        });
+        return run(input, out -> new Tensor(out.logits()));
     }
 
     /** A forward call with every input transformers' models take; the output owns the logits and the loss. */
     public ModelOutput forward(ModelInput input) {
         Objects.requireNonNull(input, "input");
-        return Native.call(() -> {
-            try (ModelOutputHandle out = run(input)) {
-                Tensor logits = new Tensor(out.logits());
-                return new ModelOutput(logits, out.hasLoss() ? new Tensor(out.loss()) : null);
-            }
-        });
+        return run(input, out -> new ModelOutput(new Tensor(out.logits()), out.hasLoss() ? new Tensor(out.loss()) : null));
     }
 
     /**
@@ -86,11 +94,7 @@ public final class BaseModel extends NativeResource {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "labels is required for the loss");
         }
         ModelInput input = ModelInput.builder().inputIds(inputIds).attentionMask(attentionMask).labels(labels).build();
-        return Native.call(() -> {
-            try (ModelOutputHandle out = run(input)) {
-                return new Tensor(out.loss());
-            }
-        });
+        return run(input, out -> new Tensor(out.loss()));
     }
 
     /**
@@ -106,7 +110,7 @@ public final class BaseModel extends NativeResource {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "inputIds is required");
         }
         long[] eos = config.eosTokenIds().orElse(new long[0]);
-        return Native.call(() -> {
+        return lock.shared(this, () -> {
             try (GenerationOptions options = new GenerationOptions()) {
                 options.maxNewTokens(config.maxNewTokens())
                         .doSample(config.doSample())
@@ -121,7 +125,7 @@ public final class BaseModel extends NativeResource {
                 return new Tensor(nativeHandle().generate(inputIds.nativeHandle(), handleOf(attentionMask), options,
                         eos, eos.length));
             }
-        });
+        }, inputIds, attentionMask);
     }
 
     /**
@@ -136,24 +140,36 @@ public final class BaseModel extends NativeResource {
         } catch (java.io.IOException e) {
             throw new PeftException(PeftException.Kind.IO, "cannot create directory '" + dir + "': " + e);
         }
-        Native.run(() -> nativeHandle().save(dir.toString()));
+        lock.shared(this, () -> nativeHandle().save(dir.toString()));
     }
 
-    private ModelOutputHandle run(ModelInput input) {
-        return nativeHandle().forward(input.inputIds().nativeHandle(),
-                handleOf(input.attentionMask().orElse(null)),
-                handleOf(input.tokenTypeIds().orElse(null)),
-                handleOf(input.positionIds().orElse(null)),
-                handleOf(input.labels().orElse(null)),
-                handleOf(input.decoderInputIds().orElse(null)));
+    private <T> T run(ModelInput input, Function<ModelOutputHandle, T> result) {
+        return lock.shared(this, () -> {
+            try (ModelOutputHandle out = nativeHandle().forward(input.inputIds().nativeHandle(),
+                    handleOf(input.attentionMask().orElse(null)),
+                    handleOf(input.tokenTypeIds().orElse(null)),
+                    handleOf(input.positionIds().orElse(null)),
+                    handleOf(input.labels().orElse(null)),
+                    handleOf(input.decoderInputIds().orElse(null)))) {
+                return result.apply(out);
+            }
+        }, input.tensors());
     }
 
-    private static TensorHandle handleOf(Tensor tensor) {
+    // The handle of an optional input, pinned by the caller; absent for null.
+    static TensorHandle handleOf(Tensor tensor) {
         return tensor == null ? ABSENT : tensor.nativeHandle();
     }
 
     @Override
     public String toString() {
-        return isClosed() ? "BaseModel(closed)" : "BaseModel(" + modelType() + ", " + parameterCount() + " parameters)";
+        try {
+            return "BaseModel(" + modelType() + ", " + parameterCount() + " parameters)";
+        } catch (PeftException e) {
+            if (e.kind() != PeftException.Kind.CLOSED) {
+                throw e;
+            }
+            return "BaseModel(closed)";
+        }
     }
 }

@@ -5,9 +5,10 @@ import java.util.Optional;
 /**
  * The inputs of one {@link BaseModel#forward(ModelInput)} call, as transformers names them. Only
  * {@code inputIds} is required. Integer tensors of any integer dtype are accepted (the core converts them to
- * int64). A {@code ModelInput} refers to its tensors without owning them: the caller closes them.
+ * int64). A {@code ModelInput} refers to its tensors: {@link #close()} closes them all, which suits the inputs of
+ * {@link org.peft4j.text.Tokenizer#encodeBatch}; one built from tensors the caller closes itself need not be closed.
  */
-public final class ModelInput {
+public final class ModelInput implements AutoCloseable {
     private final Tensor inputIds;
     private final Tensor attentionMask;
     private final Tensor tokenTypeIds;
@@ -33,7 +34,10 @@ public final class ModelInput {
         return inputIds;
     }
 
-    /** {@code [batch, length]}: 1 for tokens, 0 for padding; absent means all ones. */
+    /**
+     * {@code [batch, length]}: 1 for tokens, 0 for padding (integer, boolean, or floating point holding only 0 and 1,
+     * as transformers accepts); absent means all ones.
+     */
     public Optional<Tensor> attentionMask() {
         return Optional.ofNullable(attentionMask);
     }
@@ -59,6 +63,21 @@ public final class ModelInput {
     /** Seq2seq decoder inputs; absent means the labels shifted right, as transformers does. */
     public Optional<Tensor> decoderInputIds() {
         return Optional.ofNullable(decoderInputIds);
+    }
+
+    // Every tensor slot, absent ones as null: the call that reads them pins them.
+    Tensor[] tensors() {
+        return new Tensor[] {inputIds, attentionMask, tokenTypeIds, positionIds, labels, decoderInputIds};
+    }
+
+    /** Closes every tensor of this input. */
+    @Override
+    public void close() {
+        for (Tensor tensor : tensors()) {
+            if (tensor != null) {
+                tensor.close();
+            }
+        }
     }
 
     /** Collects the tensors of a {@link ModelInput}; every setter accepts null for "not given". */

@@ -1,13 +1,18 @@
 package org.peft4j;
 
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.peft4j.internal.Peft4jNative;
 import org.peft4j.internal.Peft4jNative.TensorMapHandle;
 
-/** Named tensors and string metadata, as one safetensors file holds them. Names are sorted. */
+/**
+ * Named tensors and string metadata, as one safetensors file holds them. Names are sorted. The methods are
+ * synchronized, so threads may share one collection.
+ */
 public final class NamedTensors extends NativeResource {
 
     NamedTensors(TensorMapHandle handle) {
@@ -22,12 +27,12 @@ public final class NamedTensors extends NativeResource {
         return handle();
     }
 
-    public int size() {
-        return (int) (long) Native.call(() -> nativeHandle().size());
+    public synchronized int size() {
+        return (int) (long) call(() -> nativeHandle().size());
     }
 
-    public List<String> names() {
-        return Native.call(() -> {
+    public synchronized List<String> names() {
+        return call(() -> {
             TensorMapHandle h = nativeHandle();
             List<String> names = new ArrayList<>();
             for (long i = 0, n = h.size(); i < n; i++) {
@@ -37,27 +42,27 @@ public final class NamedTensors extends NativeResource {
         });
     }
 
-    public boolean contains(String name) {
-        return Native.call(() -> nativeHandle().contains(name));
+    public synchronized boolean contains(String name) {
+        return call(() -> nativeHandle().contains(name));
     }
 
     /** The tensor named {@code name}; a {@link PeftException} of kind NOT_FOUND when there is none. */
-    public Tensor get(String name) {
-        return Native.call(() -> new Tensor(nativeHandle().get(name)));
+    public synchronized Tensor get(String name) {
+        return call(() -> new Tensor(nativeHandle().get(name)));
     }
 
     /** Adds or replaces a tensor; the collection shares the tensor's data. */
-    public NamedTensors put(String name, Tensor tensor) {
-        Native.run(() -> nativeHandle().put(name, tensor.nativeHandle()));
+    public synchronized NamedTensors put(String name, Tensor tensor) {
+        run(() -> nativeHandle().put(name, tensor.nativeHandle()), tensor);
         return this;
     }
 
-    public boolean remove(String name) {
-        return Native.call(() -> nativeHandle().remove(name));
+    public synchronized boolean remove(String name) {
+        return call(() -> nativeHandle().remove(name));
     }
 
-    public Map<String, String> metadata() {
-        return Native.call(() -> {
+    public synchronized Map<String, String> metadata() {
+        return call(() -> {
             TensorMapHandle h = nativeHandle();
             Map<String, String> out = new LinkedHashMap<>();
             for (long i = 0, n = h.metadataSize(); i < n; i++) {
@@ -68,8 +73,12 @@ public final class NamedTensors extends NativeResource {
         });
     }
 
-    public NamedTensors putMetadata(String key, String value) {
-        Native.run(() -> nativeHandle().putMetadata(key, value));
+    synchronized void write(Path path) {
+        run(() -> Peft4jNative.writeSafetensors(path.toString(), nativeHandle()));
+    }
+
+    public synchronized NamedTensors putMetadata(String key, String value) {
+        run(() -> nativeHandle().putMetadata(key, value));
         return this;
     }
 }

@@ -22,7 +22,9 @@ public class PeftException extends RuntimeException {
         /** An error raised inside libtorch. */
         TORCH,
         /** A bug: please report it with the message. */
-        INTERNAL
+        INTERNAL,
+        /** The object was closed (possibly by another thread) before the call started. */
+        CLOSED
     }
 
     private final Kind kind;

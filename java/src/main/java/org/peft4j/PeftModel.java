@@ -7,7 +7,6 @@ import java.util.List;
 import java.util.Objects;
 import java.util.function.Consumer;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
-import org.peft4j.internal.Peft4jNative.TensorHandle;
 
 /**
  * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
@@ -17,6 +16,14 @@ import org.peft4j.internal.Peft4jNative.TensorHandle;
  * <p>Wrapping adapts the base model in place, as {@code get_peft_model} does: use the {@code PeftModel} from then
  * on. Errors (a target module that does not exist, an adapter that does not fit the base, an unknown
  * {@code peft_type}, a missing key) raise a {@link PeftException} naming the problem and leave the model as it was.
+ * A base model carries one {@code PeftModel} at a time: while one with adapters wraps it, {@link #create} and
+ * {@link #load} on the same base are refused (add further adapters with {@link #addAdapter} or
+ * {@link #loadAdapter}); after {@link #mergeAndUnload()}, or when its adapters are deleted, the base may be wrapped
+ * again. Closing the {@code PeftModel} does not take its adapter layers out of the base.
+ *
+ * <p>Threads: as {@link BaseModel} (they share one lock): forward, loss and generate run concurrently; adding,
+ * loading, switching, deleting, disabling, merging adapters and {@link #forwardParallel} run alone; closing is safe
+ * at any time.
  *
  * <pre>{@code
  * try (BaseModel base = BaseModel.load(Path.of("models/llama"));
@@ -26,11 +33,17 @@ import org.peft4j.internal.Peft4jNative.TensorHandle;
  * }</pre>
  */
 public final class PeftModel extends NativeResource {
+    private final ModelLock lock;
     private final BaseModel view;
 
-    private PeftModel(PeftModelHandle handle) {
+    private PeftModel(PeftModelHandle handle, ModelLock lock) {
         super(handle, "PEFT model");
-        this.view = new BaseModel(Native.call(handle::model));
+        this.lock = lock;
+        this.view = new BaseModel(Native.call(handle::model), lock, "PEFT model");
+    }
+
+    ModelLock lock() {
+        return lock;
     }
 
     private PeftModelHandle nativeHandle() {
@@ -43,7 +56,8 @@ public final class PeftModel extends NativeResource {
      * torch's; {@link #create(BaseModel, String, AdapterConfig, long)} makes them repeatable.
      */
     public static PeftModel create(BaseModel base, String name, AdapterConfig config) {
-        return create(base, model -> model.addAdapter(name, config));
+        Objects.requireNonNull(config, "config");
+        return wrap(base, model -> model.addAdapter(name, config));
     }
 
     /**
@@ -52,55 +66,53 @@ public final class PeftModel extends NativeResource {
      * numbers meanwhile. The CLI's {@code train --seed} (default 42) seeds this way.
      */
     public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed) {
-        return create(base, model -> model.addAdapter(name, config, seed));
-    }
-
-    private static PeftModel create(BaseModel base, Consumer<PeftModel> addAdapter) {
-        PeftModel model = wrap(base);
-        try {
-            addAdapter.accept(model);
-            return model;
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
-        }
+        Objects.requireNonNull(config, "config");
+        return wrap(base, model -> model.addAdapter(name, config, seed));
     }
 
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
     public static PeftModel load(BaseModel base, Path adapterDir) {
-        return load(base, adapterDir, "default", false);
+        return load(base, adapterDir, "default", Trainability.FROZEN);
     }
 
-    /** Wraps {@code base} and loads a PEFT adapter directory; {@code trainable} as PEFT's is_trainable. */
-    public static PeftModel load(BaseModel base, Path adapterDir, String name, boolean trainable) {
-        PeftModel model = wrap(base);
-        try {
-            model.loadAdapter(adapterDir, name, trainable);
-            return model;
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
-        }
+    /** Wraps {@code base} and loads a PEFT adapter directory as adapter {@code name}. */
+    public static PeftModel load(BaseModel base, Path adapterDir, String name, Trainability trainability) {
+        return wrap(base, model -> model.loadAdapter(adapterDir, name, trainability));
     }
 
-    private static PeftModel wrap(BaseModel base) {
+    // Wrapping and the first adapter happen under the base's lock, so that no other thread wraps the base between
+    // them (an adapter-less PeftModel may be replaced); the model is closed again when its first adapter fails.
+    private static PeftModel wrap(BaseModel base, Consumer<PeftModel> firstAdapter) {
         Objects.requireNonNull(base, "base");
-        return Native.call(() -> new PeftModel(PeftModelHandle.wrap(base.nativeHandle())));
+        return base.lock().exclusive(base, () -> {
+            PeftModel model = new PeftModel(PeftModelHandle.wrap(base.nativeHandle()), base.lock());
+            try {
+                firstAdapter.accept(model);
+                return model;
+            } catch (RuntimeException e) {
+                model.close();
+                throw e;
+            }
+        });
     }
 
     public void addAdapter(String name, AdapterConfig config) {
         Objects.requireNonNull(config, "config");
-        Native.run(() -> nativeHandle().addAdapter(name, config.toJson()));
+        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson()));
     }
 
     /** Adds an adapter whose random initial weights follow from {@code seed} (>= 0), as {@link #create(BaseModel, String, AdapterConfig, long)}. */
     public void addAdapter(String name, AdapterConfig config, long seed) {
         Objects.requireNonNull(config, "config");
-        Native.run(() -> nativeHandle().addAdapter(name, config.toJson(), seed));
+        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed));
     }
 
-    public void loadAdapter(Path dir, String name, boolean trainable) {
-        Native.run(() -> nativeHandle().loadAdapter(dir.toString(), name, trainable));
+    /** Loads a PEFT adapter directory as adapter {@code name}. */
+    public void loadAdapter(Path dir, String name, Trainability trainability) {
+        Objects.requireNonNull(dir, "dir");
+        Objects.requireNonNull(trainability, "trainability");
+        lock.exclusive(this, () -> nativeHandle().loadAdapter(dir.toString(), name,
+                trainability == Trainability.TRAINABLE));
     }
 
     /** Saves the active adapter in PEFT's format into {@code dir} (created when missing); files are written atomically. */
@@ -109,25 +121,25 @@ public final class PeftModel extends NativeResource {
     }
 
     public void save(Path dir, String name) {
-        Native.run(() -> nativeHandle().saveAdapter(dir.toString(), name));
+        lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString(), name));
     }
 
     /** Makes {@code name} the one active adapter; its tensors become trainable, all others frozen. */
     public void setAdapter(String name) {
-        Native.run(() -> nativeHandle().setAdapter(name));
+        lock.exclusive(this, () -> nativeHandle().setAdapter(name));
     }
 
     public void deleteAdapter(String name) {
-        Native.run(() -> nativeHandle().deleteAdapter(name));
+        lock.exclusive(this, () -> nativeHandle().deleteAdapter(name));
     }
 
     /** While disabled the model computes as the base model alone (PEFT's disable_adapter()). */
     public void setAdaptersDisabled(boolean disabled) {
-        Native.run(() -> nativeHandle().setDisabled(disabled));
+        lock.exclusive(this, () -> nativeHandle().setDisabled(disabled));
     }
 
     public List<String> adapterNames() {
-        return Native.call(() -> {
+        return lock.shared(this, () -> {
             List<String> names = new ArrayList<>();
             for (long i = 0, n = nativeHandle().adapterCount(); i < n; i++) {
                 names.add(nativeHandle().adapterName(i));
@@ -138,7 +150,7 @@ public final class PeftModel extends NativeResource {
 
     /** The active adapter's name. */
     public String activeAdapter() {
-        String active = Native.call(() -> nativeHandle().activeAdapter());
+        String active = lock.shared(this, () -> nativeHandle().activeAdapter());
         if (active.isEmpty()) {
             throw new PeftException(PeftException.Kind.NOT_FOUND, "the model has no active adapter");
         }
@@ -147,21 +159,21 @@ public final class PeftModel extends NativeResource {
 
     /** The adapter's config as PEFT's adapter_config.json text, PEFT's defaults filled in. */
     public String adapterConfig(String name) {
-        return Native.call(() -> nativeHandle().adapterConfig(name));
+        return lock.shared(this, () -> nativeHandle().adapterConfig(name));
     }
 
     /** Elements of the tensors that train (PEFT's print_trainable_parameters count). */
     public long trainableParameterCount() {
-        return Native.call(() -> nativeHandle().trainableParameterCount());
+        return lock.shared(this, () -> nativeHandle().trainableParameterCount());
     }
 
     /** Folds the active adapter into the base weights (faster inference); {@link #unmerge()} undoes it. */
     public void merge() {
-        Native.run(() -> nativeHandle().merge());
+        lock.exclusive(this, () -> nativeHandle().merge());
     }
 
     public void unmerge() {
-        Native.run(() -> nativeHandle().unmerge());
+        lock.exclusive(this, () -> nativeHandle().unmerge());
     }
 
     /**
@@ -169,7 +181,7 @@ public final class PeftModel extends NativeResource {
      * This PeftModel is spent afterwards.
      */
     public BaseModel mergeAndUnload() {
-        return Native.call(() -> new BaseModel(nativeHandle().mergeAndUnload()));
+        return lock.exclusive(this, () -> new BaseModel(nativeHandle().mergeAndUnload(), lock, "model"));
     }
 
     /** PEFT's add_weighted_adapter (LoRA): combination "linear", "cat" or "svd" of existing adapters. */
@@ -178,8 +190,8 @@ public final class PeftModel extends NativeResource {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
                     adapters.size() + " adapters but " + weights.length + " weights");
         }
-        Native.run(() -> nativeHandle().addWeightedAdapter(String.join(",", adapters), weights, weights.length, name,
-                combinationType, 0));
+        lock.exclusive(this, () -> nativeHandle().addWeightedAdapter(String.join(",", adapters), weights, weights.length,
+                name, combinationType, 0));
     }
 
     /**
@@ -191,9 +203,9 @@ public final class PeftModel extends NativeResource {
         if (adapters.isEmpty()) {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "Parallel needs at least one adapter");
         }
-        TensorHandle mask = attentionMask == null ? new TensorHandle() : attentionMask.nativeHandle();
-        return Native.call(() -> new Tensor(nativeHandle().forwardParallel(String.join(",", adapters),
-                inputIds.nativeHandle(), mask)));
+        // Routing rows to adapters sets per-call state in the layers: no other call may overlap it.
+        return lock.exclusive(this, () -> new Tensor(nativeHandle().forwardParallel(String.join(",", adapters),
+                inputIds.nativeHandle(), BaseModel.handleOf(attentionMask))), inputIds, attentionMask);
     }
 
     /** Logits through the active adapter; see {@link BaseModel#forward(Tensor, Tensor)}. */
@@ -213,6 +225,7 @@ public final class PeftModel extends NativeResource {
         return view.generate(inputIds, attentionMask, config);
     }
 
+    /** Closes the inference view and the adapters' handle; see {@link NativeResource#close()}. */
     @Override
     public void close() {
         view.close();

@@ -18,7 +18,7 @@ public final class SafeTensors {
 
     /** Writes atomically: a crash leaves the previous file or the new one, never a mix. */
     public static void write(Path path, NamedTensors tensors) {
-        Native.run(() -> Peft4jNative.writeSafetensors(path.toString(), tensors.nativeHandle()));
+        tensors.write(path);
     }
 
     /** Writes the given tensors and metadata atomically. */

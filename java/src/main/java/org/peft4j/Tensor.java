@@ -14,7 +14,8 @@ import org.peft4j.internal.Peft4jNative.TensorHandle;
 
 /**
  * A tensor held by the native core. Create one from a Java array or a direct buffer, read it back into either;
- * close it (or use try-with-resources) to free its memory at once.
+ * close it (or use try-with-resources) to free its memory. Tensors never change after creation, so threads may
+ * share them; closing one while another thread uses it is safe (see {@link NativeResource#close()}).
  */
 public final class Tensor extends NativeResource {
 
@@ -86,11 +87,11 @@ public final class Tensor extends NativeResource {
     }
 
     public DType dtype() {
-        return DType.valueOf(Native.call(() -> nativeHandle().dtype()));
+        return DType.valueOf(call(() -> nativeHandle().dtype()));
     }
 
     public long[] shape() {
-        return Native.call(() -> {
+        return call(() -> {
             TensorHandle h = nativeHandle();
             long[] shape = new long[h.ndim()];
             for (int i = 0; i < shape.length; i++) {
@@ -101,21 +102,21 @@ public final class Tensor extends NativeResource {
     }
 
     public long numel() {
-        return Native.call(() -> nativeHandle().numel());
+        return call(() -> nativeHandle().numel());
     }
 
     /** "cpu", "cuda:0", ... */
     public String device() {
-        return Native.call(() -> nativeHandle().device());
+        return call(() -> nativeHandle().device());
     }
 
     /** A converted copy (or this tensor's data when the type already matches). */
     public Tensor to(DType dtype) {
-        return Native.call(() -> new Tensor(nativeHandle().to(dtype.name())));
+        return call(() -> new Tensor(nativeHandle().to(dtype.name())));
     }
 
     public Tensor reshape(long... shape) {
-        return Native.call(() -> new Tensor(nativeHandle().reshape(shape, shape.length)));
+        return call(() -> new Tensor(nativeHandle().reshape(shape, shape.length)));
     }
 
     /** The values as floats, converting from any floating-point dtype. */
@@ -155,7 +156,7 @@ public final class Tensor extends NativeResource {
 
     /** The raw bytes, in native byte order, in a new direct buffer. */
     public ByteBuffer toByteBuffer() {
-        long nbytes = Native.call(() -> nativeHandle().nbytes());
+        long nbytes = call(() -> nativeHandle().nbytes());
         if (nbytes > Integer.MAX_VALUE) {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "tensor of " + nbytes + " bytes exceeds a ByteBuffer");
         }
@@ -165,7 +166,7 @@ public final class Tensor extends NativeResource {
     }
 
     private void copyInto(Pointer destination, long nbytes) {
-        Native.run(() -> nativeHandle().copyTo(destination, nbytes));
+        run(() -> nativeHandle().copyTo(destination, nbytes));
     }
 
     private void requireFloating() {
@@ -186,7 +187,14 @@ public final class Tensor extends NativeResource {
 
     @Override
     public String toString() {
-        return isClosed() ? "Tensor(closed)" : Native.call(() -> nativeHandle().describe());
+        try {
+            return call(() -> nativeHandle().describe());
+        } catch (PeftException e) {
+            if (e.kind() != PeftException.Kind.CLOSED) {
+                throw e;
+            }
+            return "Tensor(closed)";
+        }
     }
 
     /** Shape as text, e.g. "[2, 3]". */

@@ -28,10 +28,18 @@ import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
  * <p>A NaN or infinite loss stops training with a {@link PeftException} of kind NUMERICAL naming the step; the
  * checkpoints on disk stay as they were. A process killed while saving leaves every {@code checkpoint-<step>} whole;
  * what it left half-done is removed when the next trainer on that output directory is built.
+ *
+ * <p>Threads: a step, an evaluation, a resume and a checkpoint run alone on the model (inference calls on it from
+ * other threads wait for them); the trainer keeps its model and data alive, so closing the {@link PeftModel} or the
+ * {@link TrainingData} while it trains is safe; closing the trainer from another thread lets the step in flight
+ * finish, later calls throw a {@link PeftException} of kind CLOSED.
  */
 public final class Trainer extends NativeResource {
-    private Trainer(TrainerHandle handle) {
+    private final ModelLock lock;
+
+    private Trainer(TrainerHandle handle, ModelLock lock) {
         super(handle, "trainer");
+        this.lock = lock;
     }
 
     private TrainerHandle nativeHandle() {
@@ -63,12 +71,12 @@ public final class Trainer extends NativeResource {
 
     /** One optimizer step (with the evaluation and checkpoint due at it); false, doing nothing, once finished. */
     public boolean step() {
-        return Native.call(() -> nativeHandle().step());
+        return lock.exclusive(this, () -> nativeHandle().step());
     }
 
     /** The metrics of the last step. */
     public StepMetrics metrics() {
-        return Native.call(() -> {
+        return lock.shared(this, () -> {
             TrainerHandle h = nativeHandle();
             String checkpoint = h.lastCheckpoint();
             return new StepMetrics(h.globalStep(), h.maxSteps(), h.epoch(), h.loss(), h.learningRate(), h.gradNorm(),
@@ -79,27 +87,27 @@ public final class Trainer extends NativeResource {
 
     /** Continues from the newest complete checkpoint under the output directory (NOT_FOUND when there is none). */
     public void resume() {
-        Native.run(() -> nativeHandle().resumeFromLatest());
+        lock.exclusive(this, () -> nativeHandle().resumeFromLatest());
     }
 
     /** Continues from the given checkpoint directory. */
     public void resume(Path checkpointDir) {
-        Native.run(() -> nativeHandle().resumeFrom(checkpointDir.toString()));
+        lock.exclusive(this, () -> nativeHandle().resumeFrom(checkpointDir.toString()));
     }
 
     /** The eval loss over the eval data now; the accuracy (classification) is then in {@link #metrics()}. */
     public double evaluate() {
-        return Native.call(() -> nativeHandle().evaluate());
+        return lock.exclusive(this, () -> nativeHandle().evaluate());
     }
 
     /** Writes a checkpoint now (atomically) and returns its directory. */
     public Path saveCheckpoint() {
-        return Path.of(Native.call(() -> nativeHandle().saveCheckpoint()));
+        return Path.of(lock.exclusive(this, () -> nativeHandle().saveCheckpoint()));
     }
 
     /** Saves the trained adapter in PEFT's format (adapter_config.json + adapter_model.safetensors). */
     public void saveAdapter(Path dir) {
-        Native.run(() -> nativeHandle().saveAdapter(dir.toString()));
+        lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString()));
     }
 
     /**
@@ -108,12 +116,12 @@ public final class Trainer extends NativeResource {
      * {@code eval_accuracy} for classification), from step 1 on: after {@link #resume()} the checkpoint's too.
      */
     public String logHistory() {
-        return Native.call(() -> nativeHandle().logHistory());
+        return lock.shared(this, () -> nativeHandle().logHistory());
     }
 
     /** What setting up found to tell the user, e.g. how many examples were truncated and to what length. */
     public List<String> warnings() {
-        String text = Native.call(() -> nativeHandle().warnings());
+        String text = lock.shared(this, () -> nativeHandle().warnings());
         return text.isEmpty() ? List.of() : List.of(text.split("\n"));
     }
 
@@ -302,16 +310,17 @@ public final class Trainer extends NativeResource {
         public Trainer build() {
             Objects.requireNonNull(model, "model");
             Objects.requireNonNull(trainData, "trainData");
-            return Native.call(() -> {
+            return model.lock().exclusive(model, () -> {
                 TrainingDataHandle eval = evalData != null ? evalData.nativeHandle() : new TrainingDataHandle();
                 try {
-                    return new Trainer(TrainerHandle.create(model.<PeftModelHandle>handle(), trainData.nativeHandle(), eval, toJson()));
+                    return new Trainer(TrainerHandle.create(model.<PeftModelHandle>handle(), trainData.nativeHandle(),
+                            eval, toJson()), model.lock());
                 } finally {
                     if (evalData == null) {
                         eval.close();
                     }
                 }
-            });
+            }, trainData, evalData);
         }
     }
 }

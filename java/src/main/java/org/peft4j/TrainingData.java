@@ -13,6 +13,8 @@ import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
  *     data.addClassified(otherIds, 1);    // (or) a sequence-classification example
  * }
  * }</pre>
+ *
+ * <p>Threads: the methods are synchronized; a {@link Trainer} copies the examples when it is built.
  */
 public final class TrainingData extends NativeResource {
     /** The label that excludes a position from the loss, as HF's {@code -100}. */
@@ -37,19 +39,23 @@ public final class TrainingData extends NativeResource {
             throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
                     "a sequence needs one label per token: " + inputIds.length + " ids, " + labels.length + " labels");
         }
-        Native.run(() -> nativeHandle().addSequence(inputIds, labels, inputIds.length));
+        synchronized (this) {
+            run(() -> nativeHandle().addSequence(inputIds, labels, inputIds.length));
+        }
         return this;
     }
 
     /** Adds a classification example with class id {@code label} (>= 0). */
     public TrainingData addClassified(long[] inputIds, long label) {
         Objects.requireNonNull(inputIds, "inputIds");
-        Native.run(() -> nativeHandle().addClassified(inputIds, inputIds.length, label));
+        synchronized (this) {
+            run(() -> nativeHandle().addClassified(inputIds, inputIds.length, label));
+        }
         return this;
     }
 
     /** The number of examples. */
-    public long size() {
-        return Native.call(() -> nativeHandle().size());
+    public synchronized long size() {
+        return call(() -> nativeHandle().size());
     }
 }

@@ -122,8 +122,14 @@ public abstract class TunerConfig implements AdapterConfig {
      */
     public abstract static class TargetedBuilder<B extends TargetedBuilder<B, C>, C extends TunerConfig>
             extends Builder<B, C> {
-        /** {@code target_modules}: module names, matched as the name or a ".name" suffix. */
+        /**
+         * {@code target_modules}: module names, matched as the name or a ".name" suffix. The one name
+         * {@code "all-linear"} (any case) means {@link #allLinear()}, as PEFT's string does.
+         */
         public final B targetModules(String... names) {
+            if (names.length == 1 && "all-linear".equalsIgnoreCase(names[0])) {
+                return allLinear();
+            }
             return setNames("target_modules", names);
         }
 

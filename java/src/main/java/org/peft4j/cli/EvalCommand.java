@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
+import org.peft4j.Trainability;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.ExampleEncoder;
 import org.peft4j.data.JsonlReader;
@@ -46,7 +47,7 @@ final class EvalCommand implements Callable<Integer> {
         List<DataRecord> records = JsonlReader.read(data);
         try (LoadedModel loaded = LoadedModel.load(model)) {
             if (adapter != null) {
-                loaded.loadAdapter(adapter, false);
+                loaded.loadAdapter(adapter, Trainability.FROZEN);
             }
             boolean classification = records.get(0) instanceof DataRecord.Labeled;
             LabelSet labelSet = !classification ? null : labels.isEmpty() ? LabelSet.from(records) : LabelSet.of(labels);

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.peft4j.GenerationConfig;
 import org.peft4j.PeftException;
+import org.peft4j.Trainability;
 import org.peft4j.data.ChatMessage;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.ExampleEncoder;
@@ -50,7 +51,7 @@ final class GenerateCommand implements Callable<Integer> {
         List<DataRecord> records = promptsFile != null ? JsonlReader.read(promptsFile) : List.of();
         try (LoadedModel loaded = LoadedModel.load(model)) {
             if (adapter != null) {
-                loaded.loadAdapter(adapter, false);
+                loaded.loadAdapter(adapter, Trainability.FROZEN);
             }
             ExampleEncoder encoder = new ExampleEncoder(loaded.tokenizer, null);
             for (String prompt : prompts) {

@@ -10,6 +10,7 @@ import org.peft4j.GenerationConfig;
 import org.peft4j.PeftException;
 import org.peft4j.PeftModel;
 import org.peft4j.Tensor;
+import org.peft4j.Trainability;
 import org.peft4j.text.HfTokenizer;
 import org.peft4j.text.Tokenizer;
 
@@ -70,11 +71,11 @@ final class LoadedModel implements AutoCloseable {
         }
     }
 
-    /** Loads a PEFT adapter directory onto the base model (frozen unless {@code trainable}). */
-    void loadAdapter(Path adapterDir, boolean trainable) {
+    /** Loads a PEFT adapter directory onto the base model. */
+    void loadAdapter(Path adapterDir, Trainability trainability) {
         requireDirectory(adapterDir, "adapter", "a PEFT adapter directory (adapter_config.json, "
                 + "adapter_model.safetensors)");
-        peft = PeftModel.load(base, adapterDir, "default", trainable);
+        peft = PeftModel.load(base, adapterDir, "default", trainability);
     }
 
     void attach(PeftModel model) {

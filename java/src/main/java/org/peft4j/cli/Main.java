@@ -21,11 +21,10 @@ public final class Main {
     }
 
     static {
-        // SLF4J's simple logger, configured before the first logger exists: short lines on standard error, and the
-        // libraries' start-up chatter (DJL's native library extraction) only when it is a warning.
+        // SLF4J's simple logger, configured before the first logger exists: short lines on standard error (HfTokenizer
+        // keeps DJL's start-up chatter to warnings).
         setUnlessGiven("org.slf4j.simpleLogger.showThreadName", "false");
         setUnlessGiven("org.slf4j.simpleLogger.showShortLogName", "true");
-        setUnlessGiven("org.slf4j.simpleLogger.log.ai.djl", "warn");
     }
 
     private static void setUnlessGiven(String key, String value) {
@@ -36,7 +35,9 @@ public final class Main {
 
     /** Runs the CLI and returns its exit code (tests call this instead of main). */
     public static int run(String... args) {
-        CommandLine cli = new CommandLine(new Main()).setExecutionExceptionHandler(new ErrorHandler());
+        // A repeated single-value option takes its last value, as most command lines do.
+        CommandLine cli = new CommandLine(new Main()).setExecutionExceptionHandler(new ErrorHandler())
+                .setOverwrittenOptionsAllowed(true);
         Path config = ConfigFile.find(args);
         if (config != null) {
             CommandLine command = args.length > 0 ? cli.getSubcommands().get(args[0]) : null;

@@ -8,6 +8,7 @@ import java.util.concurrent.Callable;
 import org.peft4j.BaseModel;
 import org.peft4j.PeftException;
 import org.peft4j.PeftModel;
+import org.peft4j.Trainability;
 import org.peft4j.Trainer;
 import org.peft4j.report.AtomicFiles;
 import picocli.CommandLine.Command;
@@ -41,7 +42,7 @@ final class MergeCommand implements Callable<Integer> {
     public Integer call() {
         Trainer.checkOutputDir(out);
         try (LoadedModel loaded = LoadedModel.load(model)) {
-            loaded.loadAdapter(adapter, false);
+            loaded.loadAdapter(adapter, Trainability.FROZEN);
             PeftModel peft = loaded.peft();
             try (BaseModel merged = peft.mergeAndUnload()) {
                 merged.save(out);

@@ -7,13 +7,19 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.Objects;
 import java.util.OptionalLong;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.function.Supplier;
 import org.peft4j.PeftException;
 
 /**
  * A HuggingFace {@code tokenizer.json} run by the {@code tokenizers} Rust library (through DJL, whose jar bundles it).
  * The special token ids come from the model directory's {@code config.json} ({@code bos_token_id},
  * {@code eos_token_id}, {@code pad_token_id}), as transformers reads them.
+ *
+ * <p>Threads may share one tokenizer. {@link #close()} waits for the calls in flight; later calls throw a
+ * {@link PeftException} of kind CLOSED.
  */
 public final class HfTokenizer implements Tokenizer {
     static {
@@ -22,6 +28,9 @@ public final class HfTokenizer implements Tokenizer {
         setUnlessGiven("ai.djl.offline", "true");
         setUnlessGiven("OPT_OUT_TRACKING", "true");
         setUnlessGiven("RUST_FLAVOR", "cpu");
+        // SLF4J's simple logger reads a logger's level when the logger is made: DJL's library loading says INFO
+        // lines on the first load ("Found matching platform..."); keep them to warnings unless configured.
+        setUnlessGiven("org.slf4j.simpleLogger.log.ai.djl", "warn");
     }
 
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -31,6 +40,10 @@ public final class HfTokenizer implements Tokenizer {
     private final OptionalLong bos;
     private final OptionalLong eos;
     private final OptionalLong pad;
+    // Encoding and decoding hold the read lock; close() takes the write lock, so it never frees the native tokenizer
+    // under a call in flight.
+    private final ReentrantReadWriteLock lifetime = new ReentrantReadWriteLock();
+    private boolean closed;
 
     private HfTokenizer(HuggingFaceTokenizer tokenizer, long vocabSize, JsonNode modelConfig) {
         this.tokenizer = tokenizer;
@@ -98,12 +111,26 @@ public final class HfTokenizer implements Tokenizer {
 
     @Override
     public long[] encode(String text, boolean addSpecialTokens) {
-        return tokenizer.encode(text, addSpecialTokens, false).getIds();
+        Objects.requireNonNull(text, "text");
+        return open(() -> tokenizer.encode(text, addSpecialTokens, false).getIds());
     }
 
     @Override
     public String decode(long[] ids, boolean skipSpecialTokens) {
-        return tokenizer.decode(ids, skipSpecialTokens);
+        Objects.requireNonNull(ids, "ids");
+        return open(() -> tokenizer.decode(ids, skipSpecialTokens));
+    }
+
+    private <T> T open(Supplier<T> body) {
+        lifetime.readLock().lock();
+        try {
+            if (closed) {
+                throw new PeftException(PeftException.Kind.CLOSED, "tokenizer is closed");
+            }
+            return body.get();
+        } finally {
+            lifetime.readLock().unlock();
+        }
     }
 
     @Override
@@ -128,6 +155,14 @@ public final class HfTokenizer implements Tokenizer {
 
     @Override
     public void close() {
-        tokenizer.close();
+        lifetime.writeLock().lock();
+        try {
+            if (!closed) {
+                closed = true;
+                tokenizer.close();
+            }
+        } finally {
+            lifetime.writeLock().unlock();
+        }
     }
 }

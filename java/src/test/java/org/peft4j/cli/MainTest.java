@@ -40,6 +40,14 @@ class MainTest {
     }
 
     @Test
+    void aRepeatedOptionTakesItsLastValue() {
+        CliRun r = run("generate", "--model", dir.resolve("first").toString(), "--model", dir.resolve("second").toString(),
+                "hello");
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains("model directory '" + dir.resolve("second") + "' does not exist"), r.err());
+    }
+
+    @Test
     void corruptInputGivesOneErrorLineAndNonZeroExit() throws Exception {
         Path bad = dir.resolve("bad.safetensors");
         Files.write(bad, new byte[] {1, 2, 3});
