@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.Objects;
 import java.util.function.Consumer;
 import org.peft4j.internal.Peft4jNative.PeftModelHandle;
+import org.peft4j.config.AdapterConfig;
 
 /**
  * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
@@ -129,6 +130,19 @@ public final class PeftModel extends NativeResource {
         lock.exclusive(this, () -> nativeHandle().setAdapter(name));
     }
 
+    /**
+     * Makes several adapters active at once, in order (PEFT's {@code base_model.set_adapter([...])}): every layer
+     * applies each in turn. Unlike {@link #setAdapter} it leaves which tensors train as they are.
+     */
+    public void setActiveAdapters(List<String> names) {
+        Objects.requireNonNull(names, "names");
+        if (names.isEmpty() || names.stream().anyMatch(n -> n == null || n.isEmpty() || n.contains(","))) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                    "setActiveAdapters needs one or more adapter names, got " + names);
+        }
+        lock.exclusive(this, () -> nativeHandle().setActiveAdapters(String.join(",", names)));
+    }
+
     public void deleteAdapter(String name) {
         lock.exclusive(this, () -> nativeHandle().deleteAdapter(name));
     }
@@ -205,6 +219,24 @@ public final class PeftModel extends NativeResource {
         }
         // Routing rows to adapters sets per-call state in the layers: no other call may overlap it.
         return lock.exclusive(this, () -> new Tensor(nativeHandle().forwardParallel(String.join(",", adapters),
+                inputIds.nativeHandle(), BaseModel.handleOf(attentionMask))), inputIds, attentionMask);
+    }
+
+    /**
+     * PEFT's mixed batch ({@code forward(..., adapter_names=...)}): row i goes through adapter
+     * {@code rowAdapters.get(i)} ({@code "__base__"} for the base model alone); returns the logits. Methods that PEFT
+     * does not route per row refuse it with a {@link PeftException} naming the method. {@code attentionMask} may be
+     * null.
+     */
+    public Tensor forwardMixed(List<String> rowAdapters, Tensor inputIds, Tensor attentionMask) {
+        Objects.requireNonNull(rowAdapters, "rowAdapters");
+        Objects.requireNonNull(inputIds, "inputIds");
+        if (rowAdapters.size() != inputIds.shape()[0]) {
+            throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "forwardMixed needs one adapter name per "
+                    + "row: " + rowAdapters.size() + " names for " + inputIds.shape()[0] + " rows");
+        }
+        // Routing rows to adapters sets per-call state in the layers: no other call may overlap it.
+        return lock.exclusive(this, () -> new Tensor(nativeHandle().forwardMixed(String.join(",", rowAdapters),
                 inputIds.nativeHandle(), BaseModel.handleOf(attentionMask))), inputIds, attentionMask);
     }
 

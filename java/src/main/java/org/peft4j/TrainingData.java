@@ -1,7 +1,15 @@
 package org.peft4j;
 
+import java.nio.file.Path;
+import java.util.List;
 import java.util.Objects;
+import org.peft4j.data.DataRecord;
+import org.peft4j.data.Example;
+import org.peft4j.data.ExampleEncoder;
+import org.peft4j.data.JsonlReader;
+import org.peft4j.data.LabelSet;
 import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
+import org.peft4j.text.Tokenizer;
 
 /**
  * Tokenized training examples, held in native memory: causal-LM sequences (token ids with per-token labels) or
@@ -12,6 +20,9 @@ import org.peft4j.internal.Peft4jNative.TrainingDataHandle;
  *     data.addSequence(ids, ids);         // learn every token
  *     data.addClassified(otherIds, 1);    // (or) a sequence-classification example
  * }
+ * // or from JSONL files as the CLI reads them (text, prompt + completion, chat messages, text + label):
+ * try (HfTokenizer tokenizer = HfTokenizer.load(modelDir);
+ *      TrainingData data = TrainingData.fromJsonl(List.of(Path.of("train.jsonl")), tokenizer)) { ... }
  * }</pre>
  *
  * <p>Threads: the methods are synchronized; a {@link Trainer} copies the examples when it is built.
@@ -22,6 +33,39 @@ public final class TrainingData extends NativeResource {
 
     public TrainingData() {
         super(Native.call(TrainingDataHandle::new), "training data");
+    }
+
+    /**
+     * The records of JSONL files in the CLI's formats ({@code {"text"}}, {@code {"prompt", "completion"}},
+     * {@code {"messages"}}, {@code {"text", "label"}}), tokenized as {@code train} does (prompt tokens left out of
+     * the loss; chat through the tokenizer's template); text + label records take their class ids from the sorted
+     * label names. A malformed file or line raises a {@link PeftException} naming the file and line.
+     */
+    public static TrainingData fromJsonl(List<Path> files, Tokenizer tokenizer) {
+        Objects.requireNonNull(tokenizer, "tokenizer");
+        List<DataRecord> records = JsonlReader.readAll(files);
+        boolean classification = !records.isEmpty() && records.get(0) instanceof DataRecord.Labeled;
+        return of(new ExampleEncoder(tokenizer, classification ? LabelSet.from(records) : null).encode(records));
+    }
+
+    /** Tokenized examples (causal-LM sequences or classified texts, not both) as training data. */
+    public static TrainingData of(List<Example> examples) {
+        Objects.requireNonNull(examples, "examples");
+        TrainingData data = new TrainingData();
+        try {
+            for (Example example : examples) {
+                if (example instanceof Example.Sequence sequence) {
+                    data.addSequence(sequence.inputIds(), sequence.labels());
+                } else {
+                    Example.Classified classified = (Example.Classified) example;
+                    data.addClassified(classified.inputIds(), classified.label());
+                }
+            }
+            return data;
+        } catch (RuntimeException e) {
+            data.close();
+            throw e;
+        }
     }
 
     TrainingDataHandle nativeHandle() {

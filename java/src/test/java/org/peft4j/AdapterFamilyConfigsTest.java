@@ -10,6 +10,13 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.peft4j.config.AdapterBiasConfig;
+import org.peft4j.config.AdapterFusionConfig;
+import org.peft4j.config.BitFitConfig;
+import org.peft4j.config.BottleneckConfig;
+import org.peft4j.config.CompacterConfig;
+import org.peft4j.config.LayerFreezingConfig;
+import org.peft4j.config.TunerConfig;
 
 /**
  * The configs of the methods HF PEFT lacks (bottleneck adapters, Compacter, AdapterBias, BitFit, layer freezing), each

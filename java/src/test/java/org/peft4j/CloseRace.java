@@ -8,6 +8,7 @@ import java.util.Random;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.peft4j.text.HfTokenizer;
+import org.peft4j.config.LoraConfig;
 
 /**
  * The child JVM of {@link CloseRaceTest}: races {@code close()} against calls in flight, {@code ITERATIONS} times.

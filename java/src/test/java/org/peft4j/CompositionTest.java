@@ -8,6 +8,8 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.Test;
+import org.peft4j.config.AdapterAverageConfig;
+import org.peft4j.config.BottleneckConfig;
 
 /**
  * The Average and Parallel blocks through the Java API on the golden llama, with two bottleneck adapters initialised

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.nio.file.Path;
+import org.peft4j.config.AdapterConfig;
 
 /** An adapter added to a golden base model, saved, and loaded into a fresh base model on the golden batch. */
 final class GoldenRoundTrip {

@@ -12,6 +12,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.function.Supplier;
 import org.junit.jupiter.api.Test;
+import org.peft4j.config.LoraConfig;
 
 /**
  * Inputs the Java API refuses before any work, each with a message naming the input and the problem: token ids

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
+import org.peft4j.config.LoraConfig;
 
 /** Conveniences of the Java API: PEFT's "all-linear" string, and the named trainability of a loaded adapter. */
 class JavaApiTest {

@@ -12,6 +12,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.api.io.TempDir;
 import org.peft4j.text.HfTokenizer;
+import org.peft4j.config.LoraConfig;
 
 /**
  * What closing means: every class refuses calls after {@link AutoCloseable#close()} with a PeftException of kind

@@ -8,6 +8,9 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.config.BottleneckConfig;
+import org.peft4j.config.MamConfig;
+import org.peft4j.config.PrefixTuningConfig;
 
 /**
  * MamConfig on the golden llama (hidden d = 64, L = 2 layers, 2 key/value heads of 16, so prefixes of width T = 32):

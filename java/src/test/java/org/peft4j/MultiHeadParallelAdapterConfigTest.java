@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.config.MultiHeadParallelAdapterConfig;
 
 /**
  * MultiHeadParallelAdapterConfig on the golden llama (hidden d = 64, L = 2 layers, H = 4 query heads of 16): the

@@ -10,6 +10,8 @@ import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.config.AdapterConfig;
+import org.peft4j.config.LoraConfig;
 
 /** The Java PeftModel API against PEFT's golden files. */
 class PeftModelTest {
@@ -105,6 +107,53 @@ class PeftModelTest {
             try (Tensor ids = Tensor.of(new long[] {1, 2, 3}, 1, 3); Tensor logits = base.forward(ids, null)) {
                 assertArrayEquals(new long[] {1, 3, 256}, logits.shape());
             }
+        }
+    }
+
+    /** PEFT's mixed batch of the golden two-adapter case: row 0 through "a", row 1 through "b". */
+    @Test
+    void forwardMixedRoutesRowsAsPeftDoes() {
+        Path twoAdapters = TestFiles.golden().resolve("cases/lora_two_adapters_llama");
+        try (NamedTensors io = SafeTensors.read(twoAdapters.resolve("io.safetensors"));
+                Tensor ids = io.get("input_ids");
+                Tensor mask = io.get("attention_mask");
+                Tensor want = io.get("mixed_logits");
+                BaseModel base = BaseModel.load(LLAMA);
+                PeftModel model = PeftModel.load(base, twoAdapters.resolve("adapters/a"), "a", Trainability.FROZEN)) {
+            model.loadAdapter(twoAdapters.resolve("adapters/b"), "b", Trainability.FROZEN);
+            try (Tensor logits = model.forwardMixed(List.of("a", "b"), ids, mask)) {
+                assertTrue(maxAbsDiff(logits.toFloatArray(), want.toFloatArray()) < 1e-4);
+            }
+            PeftException rows = assertThrows(PeftException.class, () -> model.forwardMixed(List.of("a"), ids, mask));
+            assertTrue(rows.getMessage().contains("one adapter name per row"), rows.getMessage());
+            PeftException unknown = assertThrows(PeftException.class,
+                    () -> model.forwardMixed(List.of("a", "nope"), ids, mask));
+            assertTrue(unknown.getMessage().contains("nope"), unknown.getMessage());
+        }
+    }
+
+    /** Two active adapters act together: their merged weights give the unmerged logits, which neither gives alone. */
+    @Test
+    void setActiveAdaptersAppliesEachInTurn() {
+        Path twoAdapters = TestFiles.golden().resolve("cases/lora_two_adapters_llama");
+        try (NamedTensors io = SafeTensors.read(twoAdapters.resolve("io.safetensors"));
+                Tensor ids = io.get("input_ids");
+                Tensor mask = io.get("attention_mask");
+                Tensor onlyA = io.get("logits_a");
+                BaseModel base = BaseModel.load(LLAMA);
+                PeftModel model = PeftModel.load(base, twoAdapters.resolve("adapters/a"), "a", Trainability.FROZEN)) {
+            model.loadAdapter(twoAdapters.resolve("adapters/b"), "b", Trainability.FROZEN);
+            model.setActiveAdapters(List.of("a", "b"));
+            float[] both;
+            try (Tensor logits = model.forward(ids, mask)) {
+                both = logits.toFloatArray();
+            }
+            assertTrue(maxAbsDiff(both, onlyA.toFloatArray()) > 1e-3);
+            model.merge();
+            try (Tensor logits = model.forward(ids, mask)) {
+                assertTrue(maxAbsDiff(logits.toFloatArray(), both) < 1e-4);
+            }
+            assertThrows(PeftException.class, () -> model.setActiveAdapters(List.of()));
         }
     }
 }

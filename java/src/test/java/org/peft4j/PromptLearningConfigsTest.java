@@ -7,6 +7,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
+import org.peft4j.config.AdapterConfig;
+import org.peft4j.config.AdaptionPromptConfig;
+import org.peft4j.config.PrefixTuningConfig;
+import org.peft4j.config.PromptEncoderConfig;
+import org.peft4j.config.PromptTuningConfig;
 
 /** The prompt-learning and adaption-prompt configs through PeftModel against PEFT's golden cases. */
 class PromptLearningConfigsTest {

@@ -15,6 +15,7 @@ import java.util.Random;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.config.LoraConfig;
 
 /** The Java Trainer over the native trainer, on the golden tiny llama with LoRA. */
 class TrainerTest {

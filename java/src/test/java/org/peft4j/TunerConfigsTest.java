@@ -18,6 +18,37 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.peft4j.config.AdaLoraConfig;
+import org.peft4j.config.AdapterBiasConfig;
+import org.peft4j.config.AdapterConfig;
+import org.peft4j.config.AdaptionPromptConfig;
+import org.peft4j.config.BitFitConfig;
+import org.peft4j.config.BoftConfig;
+import org.peft4j.config.BottleneckConfig;
+import org.peft4j.config.C3aConfig;
+import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.HraConfig;
+import org.peft4j.config.IA3Config;
+import org.peft4j.config.LayerFreezingConfig;
+import org.peft4j.config.LnTuningConfig;
+import org.peft4j.config.LoHaConfig;
+import org.peft4j.config.LoKrConfig;
+import org.peft4j.config.LoraConfig;
+import org.peft4j.config.MamConfig;
+import org.peft4j.config.MissConfig;
+import org.peft4j.config.MultiHeadParallelAdapterConfig;
+import org.peft4j.config.OftConfig;
+import org.peft4j.config.PrefixTuningConfig;
+import org.peft4j.config.PromptEncoderConfig;
+import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.RandLoraConfig;
+import org.peft4j.config.RoadConfig;
+import org.peft4j.config.ShiraConfig;
+import org.peft4j.config.TrainableTokensConfig;
+import org.peft4j.config.TunerConfig;
+import org.peft4j.config.UniPeltConfig;
+import org.peft4j.config.VbLoraConfig;
+import org.peft4j.config.VeraConfig;
 
 /**
  * Each method's Java config, built with the options of its golden case, against what PEFT wrote for that case: the

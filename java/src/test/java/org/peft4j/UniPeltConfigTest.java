@@ -8,6 +8,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.peft4j.config.BottleneckConfig;
+import org.peft4j.config.LoraConfig;
+import org.peft4j.config.PrefixTuningConfig;
+import org.peft4j.config.UniPeltConfig;
 
 /**
  * UniPeltConfig on the golden llama (hidden d = 64, L = 2 layers, 4 query and 2 key/value heads of 16: q_proj 64 to

@@ -8,10 +8,10 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
-import org.peft4j.AdapterConfig;
-import org.peft4j.LoraConfig;
 import org.peft4j.PeftException;
 import picocli.CommandLine.Option;
+import org.peft4j.config.AdapterConfig;
+import org.peft4j.config.LoraConfig;
 
 /**
  * Which adapter train makes: {@code --adapter-config} (any method's adapter_config.json, as PEFT writes it), or

@@ -8,7 +8,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import org.peft4j.GenerationConfig;
-import org.peft4j.LoraConfig;
 import org.peft4j.Peft4j;
 import org.peft4j.PeftModel;
 import org.peft4j.Trainer;
@@ -19,6 +18,7 @@ import org.peft4j.report.TrainingReport;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
+import org.peft4j.config.LoraConfig;
 
 @Command(
         name = "demo",

@@ -4,7 +4,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
-import org.peft4j.AdapterConfig;
 import org.peft4j.PeftModel;
 import org.peft4j.Trainer;
 import org.peft4j.data.DataRecord;
@@ -18,6 +17,7 @@ import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
+import org.peft4j.config.AdapterConfig;
 
 @Command(
         name = "train",

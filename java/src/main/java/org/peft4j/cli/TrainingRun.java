@@ -30,8 +30,8 @@ final class TrainingRun {
     static Totals train(PeftModel model, List<Example> trainExamples, List<Example> evalExamples,
                         TrainingOptions options, Path out, long padTokenId, boolean resume, TrainingReport report) {
         boolean classification = trainExamples.get(0) instanceof Example.Classified;
-        try (TrainingData train = dataOf(trainExamples);
-             TrainingData eval = evalExamples.isEmpty() ? null : dataOf(evalExamples)) {
+        try (TrainingData train = TrainingData.of(trainExamples);
+             TrainingData eval = evalExamples.isEmpty() ? null : TrainingData.of(evalExamples)) {
             Trainer.Builder builder = Trainer.builder().model(model).trainData(train);
             if (eval != null) {
                 builder.evalData(eval);
@@ -73,18 +73,5 @@ final class TrainingRun {
                 return totals;
             }
         }
-    }
-
-    private static TrainingData dataOf(List<Example> examples) {
-        TrainingData data = new TrainingData();
-        for (Example example : examples) {
-            if (example instanceof Example.Sequence sequence) {
-                data.addSequence(sequence.inputIds(), sequence.labels());
-            } else {
-                Example.Classified classified = (Example.Classified) example;
-                data.addClassified(classified.inputIds(), classified.label());
-            }
-        }
-        return data;
     }
 }

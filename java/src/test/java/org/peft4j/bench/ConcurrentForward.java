@@ -7,10 +7,10 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import org.peft4j.BaseModel;
-import org.peft4j.LoraConfig;
 import org.peft4j.Peft4j;
 import org.peft4j.PeftModel;
 import org.peft4j.Tensor;
+import org.peft4j.config.LoraConfig;
 
 /**
  * One caller against several: the same number of forward calls on one shared {@link PeftModel} (LoRA r 8 on every
