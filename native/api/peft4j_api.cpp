@@ -7,6 +7,7 @@
 #include "peft4j/inspect.h"
 #include "peft4j/parity.h"
 #include "peft4j/safetensors.h"
+#include "peft4j/tuners/tuner.h"
 
 namespace peft4j::api {
 
@@ -36,6 +37,14 @@ std::string blasLibrary() {
     // libtorch loads BLAS lazily on the first GEMM.
     at::matmul(at::ones({8, 8}), at::ones({8, 8}));
     return runtime::loaded_blas_library();
+  });
+}
+
+std::string peftTypes() {
+  return guard([] {
+    std::string out;
+    for (const auto& type : tuners::registered_tuners()) out += (out.empty() ? "" : ",") + type;
+    return out;
   });
 }
 

@@ -1,8 +1,8 @@
-// The torch-free facade of the core: the only header JavaCPP parses. Handles are small value types
-// around shared state (pimpl), so Java can hold and copy them without seeing torch. Every function
-// catches all C++ exceptions and rethrows a std::runtime_error whose message begins with the error kind
-// ("FORMAT: ...", "NOT_FOUND: ...", "TORCH: ..."); JavaCPP turns it into a Java exception and the Java
-// side rethrows it as a typed PeftException.
+// The torch-free facade of the core, with its other parts (model_api.h, peft_api.h, train_api.h): the headers
+// JavaCPP parses. Handles are small value types around shared state (pimpl), so Java can hold and copy them without
+// seeing torch. Every function catches all C++ exceptions and rethrows a std::runtime_error whose message begins with
+// the error kind ("FORMAT: ...", "NOT_FOUND: ...", "TORCH: ..."); JavaCPP turns it into a Java exception and the
+// Java side rethrows it as a typed PeftException.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,8 @@ std::string version();
 std::string torchVersion();
 int numThreads();
 std::string blasLibrary();
+// The peft_types of every registered method, comma-separated and sorted.
+std::string peftTypes();
 
 // A tensor owned by the core. dtype names are safetensors' (F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL).
 class TensorHandle {

@@ -30,6 +30,15 @@ std::vector<std::string> split_names(const std::string& list) {
   return names;
 }
 
+// The batch of forwardParallel / forwardMixed on the model's device, its ids and mask checked by name.
+models::ModelInputs batch_of(tuners::PeftModel& model, const TensorHandle& inputIds, const TensorHandle& attentionMask) {
+  const at::Device device = model.base_model().parameters().at(0).device();
+  models::ModelInputs inputs;
+  inputs.input_ids = token_ids(inputIds, "input_ids", model.vocab_size(), device, /*required=*/true);
+  inputs.attention_mask = attention_mask(attentionMask, device);
+  return inputs;
+}
+
 nlohmann::json parse_adapter_config(const std::string& configJson) {
   try {
     return nlohmann::json::parse(configJson);
@@ -99,6 +108,9 @@ void PeftModelHandle::saveAdapter(const std::string& dir, const std::string& nam
 }
 
 void PeftModelHandle::setAdapter(const std::string& name) { guard([&] { peft_of(state_).set_adapter(name); }); }
+void PeftModelHandle::setActiveAdapters(const std::string& names) {
+  guard([&] { peft_of(state_).set_active_adapters(split_names(names)); });
+}
 void PeftModelHandle::deleteAdapter(const std::string& name) { guard([&] { peft_of(state_).delete_adapter(name); }); }
 void PeftModelHandle::setDisabled(bool disabled) { guard([&] { peft_of(state_).set_disabled(disabled); }); }
 bool PeftModelHandle::disabled() const { return guard([&] { return peft_of(state_).disabled(); }); }
@@ -152,12 +164,19 @@ TensorHandle PeftModelHandle::forwardParallel(const std::string& adapters, const
                                               const TensorHandle& attentionMask) const {
   return guard([&] {
     tuners::PeftModel& model = peft_of(state_);
-    const at::Device device = model.base_model().parameters().at(0).device();
-    models::ModelInputs inputs;
-    inputs.input_ids = token_ids(inputIds, "input_ids", model.vocab_size(), device, /*required=*/true);
-    inputs.attention_mask = attention_mask(attentionMask, device);
+    models::ModelInputs inputs = batch_of(model, inputIds, attentionMask);
     at::NoGradGuard no_grad;
     return Access::wrap(tuners::forward_parallel(model, inputs, split_names(adapters)).logits);
+  });
+}
+
+TensorHandle PeftModelHandle::forwardMixed(const std::string& rowAdapters, const TensorHandle& inputIds,
+                                           const TensorHandle& attentionMask) const {
+  return guard([&] {
+    tuners::PeftModel& model = peft_of(state_);
+    models::ModelInputs inputs = batch_of(model, inputIds, attentionMask);
+    at::NoGradGuard no_grad;
+    return Access::wrap(model.forward_mixed(inputs, split_names(rowAdapters)).logits);
   });
 }
 

@@ -31,6 +31,9 @@ class PeftModelHandle {
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
   void setAdapter(const std::string& name);
+  // Several adapters active at once (comma-separated, in order), as PEFT's base_model.set_adapter([...]); unlike
+  // setAdapter it leaves which tensors train as it is.
+  void setActiveAdapters(const std::string& names);
   void deleteAdapter(const std::string& name);
   void setDisabled(bool disabled);
   bool disabled() const;
@@ -50,6 +53,10 @@ class PeftModelHandle {
   // j; the logits of the n·B rows, adapter by adapter. `attentionMask` may be empty.
   TensorHandle forwardParallel(const std::string& adapters, const TensorHandle& inputIds,
                                const TensorHandle& attentionMask) const;
+  // PEFT's mixed batch (forward with adapter_names): row i through adapter rowAdapters[i] (comma-separated, one
+  // per row; "__base__" for none); the logits. `attentionMask` may be empty.
+  TensorHandle forwardMixed(const std::string& rowAdapters, const TensorHandle& inputIds,
+                            const TensorHandle& attentionMask) const;
 
  private:
   std::shared_ptr<PeftState> state_;

@@ -42,7 +42,8 @@ class TrainerHandle {
   // improvement), save_steps [0 = only at end], save_total_limit [2; 0 = keep all], output_dir [required],
   // seed [42], packing [false] (concatenate examples into max_seq_length blocks, labels kept), max_seq_length
   // [512] (longer examples truncated), pad_token_id [0], bf16 [false] (CUDA only), gradient_checkpointing [false]
-  // (refused: the models do not recompute layers yet), task "causal_lm"|"seq_cls" [causal_lm].
+  // (llama/qwen2/mistral, gpt2 and bert layers recompute their activations in backward), task "causal_lm"|"seq_cls"
+  // [causal_lm].
   // Names follow HF TrainingArguments where one exists. Unknown field -> InvalidArgument naming it. Trains the
   // model's active adapter; an output_dir that is a file -> Io before any work.
   static TrainerHandle create(const PeftModelHandle& model, const TrainingDataHandle& train,

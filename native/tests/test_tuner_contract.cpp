@@ -1,6 +1,6 @@
 // The contract every registered method keeps, run on the golden case of each method (the methods without one run the
 // same contract on generated cases, test_generated_contract.cpp):
-// inject -> forward equals the base at identity init -> 20 training steps lower the loss -> save -> load into a
+// inject -> forward equals the base at identity init -> 25 training steps lower the loss -> save -> load into a
 // fresh base gives identical logits -> merge equals unmerged -> unmerge restores the base weights.
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -203,6 +203,7 @@ void PeftModel::set_adapter(const std::string& name) {
 }
 
 void PeftModel::set_active_adapters(const std::vector<std::string>& names) {
+  if (names.empty()) fail(ErrorKind::InvalidArgument, "set_active_adapters needs at least one adapter name");
   for (const auto& n : names) adapter(n);
   state_->active = names;
 }
@@ -281,8 +282,9 @@ bool PeftModel::supports_kv_cache() const {
   return base_->supports_kv_cache();
 }
 
+// Reads the shared AdapterState only: forward_mixed sets and resets the row routing itself, so concurrent forwards
+// (which the facade allows) write nothing shared.
 models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
-  state_->row_adapters = nullptr;
   if (inputs.use_cache && !state_->disabled)
     for (const auto& name : state_->active)
       if (const Adapter& a = adapter(name); !a.tuner->supports_kv_cache(a.config))
