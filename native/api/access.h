@@ -4,7 +4,10 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <utility>
 
 #include "peft4j/error.h"
@@ -61,5 +64,11 @@ struct Access {
     return h.state_;
   }
 };
+
+// An adapter config's JSON text, parsed; Error(InvalidArgument) saying why it is not JSON.
+nlohmann::json parse_adapter_config(const std::string& configJson);
+// Runs `body` with libtorch's generators first seeded with `seed` (>= 0); seeded creations in two threads would
+// otherwise interleave their draws, so one runs at a time.
+void with_seed(int64_t seed, const std::function<void()>& body);
 
 }  // namespace peft4j::api

@@ -30,6 +30,10 @@ class PeftModelHandle {
   void addAdapter(const std::string& name, const std::string& configJson, int64_t seed);
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
+  // PEFT's save_pretrained(dir, path_initial_model_for_weight_conversion=...) for an adapter whose init moved part of
+  // the base weight into it (PiSSA, OLoRA, CorDA, LoRA-GA): `pathInitialModelForWeightConversion` holds the adapter
+  // saved right after its initialisation; `dir` gets a plain LoRA of rank 2r for the untouched base model.
+  void saveAdapter(const std::string& dir, const std::string& name, const std::string& pathInitialModelForWeightConversion) const;
   void setAdapter(const std::string& name);
   // Several adapters active at once (comma-separated, in order), as PEFT's base_model.set_adapter([...]); unlike
   // setAdapter it leaves which tensors train as it is.
@@ -61,6 +65,12 @@ class PeftModelHandle {
  private:
   std::shared_ptr<PeftState> state_;
 };
+
+// What LoRA's init_lora_weights in `configJson` (an adapter_config.json) asks of a training run: data to initialise
+// from ("corda", "eva", "lora_ga"), and whether it leaves a residual base model ("pissa", "pissa_niter_K", "olora",
+// "corda", "lora_ga"). False for every other config.
+bool initNeedsData(const std::string& configJson);
+bool initMutatesBase(const std::string& configJson);
 
 }  // namespace api
 }  // namespace peft4j

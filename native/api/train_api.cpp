@@ -3,6 +3,8 @@
 #include "access.h"
 #include "guard.h"
 #include "peft4j/train/checkpoint_dirs.h"
+#include "peft4j/models/config_fields.h"
+#include "peft4j/train/training_data.h"
 #include "peft4j/train/trainer.h"
 
 namespace peft4j::api {
@@ -37,6 +39,30 @@ void TrainingDataHandle::addSequence(const int64_t* inputIds, const int64_t* lab
 
 void TrainingDataHandle::addClassified(const int64_t* inputIds, int64_t length, int64_t label) {
   guard([&] { data_of(state_).add_classified(inputIds, length, label); });
+}
+
+void TrainingDataHandle::initialiseAdapter(const PeftModelHandle& model, const std::string& name,
+                                           const std::string& configJson, int64_t seed, int64_t batchSize,
+                                           int64_t maxLength, int64_t padTokenId) const {
+  guard([&] {
+    auto peft = std::dynamic_pointer_cast<tuners::PeftModel>(Access::model(model.model()).model);
+    if (!peft) fail(ErrorKind::InvalidArgument, "adding an adapter needs a PEFT model");
+    if (batchSize <= 0) fail(ErrorKind::InvalidArgument, "batch size must be positive, got " + std::to_string(batchSize));
+    if (maxLength <= 0) fail(ErrorKind::InvalidArgument, "max length must be positive, got " + std::to_string(maxLength));
+    nlohmann::json config = parse_adapter_config(configJson);
+    const train::TrainingData& data = data_of(state_);
+    train::check_examples(data, "initialisation", peft->vocab_size(),
+                          data.classified() ? models::num_labels(peft->config(), peft->model_type()) : 0);
+    std::vector<train::Example> examples = train::prepare_examples(data, maxLength, /*packing=*/false);
+    const at::Device device = peft->base_model().parameters().at(0).device();
+    std::vector<models::ModelInputs> batches;
+    for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(batchSize)) {
+      std::vector<const train::Example*> rows;
+      for (size_t i = start; i < examples.size() && i < start + static_cast<size_t>(batchSize); ++i) rows.push_back(&examples[i]);
+      batches.push_back(train::collate(rows, padTokenId, device));
+    }
+    with_seed(seed, [&] { peft->add_adapter(name, config, batches); });
+  });
 }
 
 int64_t TrainingDataHandle::size() const {

@@ -9,6 +9,7 @@
 #include "peft4j/tuners/bottleneck.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/lora_init.h"
 #include "peft4j/tuners/peft_model.h"
 
 namespace peft4j::tuners {
@@ -34,13 +35,20 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
 
   void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const override;
 
+  // PiSSA, OLoRA, CorDA and LoRA-GA leave the residual W − s·B·A in the base layer (lora_init.h).
+  bool changes_base_weights(const nlohmann::json& config) const override { return init_mutates_base(config); }
+
+  // CorDA, EVA and LoRA-GA run the base model over the data before the layers are built (lora_init.h).
+  nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model& model,
+                                   const std::vector<models::ModelInputs>& data,
+                                   std::map<std::string, at::Tensor>& prepared) const override {
+    return prepare_lora_init(config, model, data, prepared, [this](const torch::nn::Module& m) { return can_wrap(m); });
+  }
+
  protected:
   void validate(nlohmann::json& config) const override {
-    refuse_unsupported_lora_options(config);
-    const auto& init = config["init_lora_weights"];
-    if (!init.is_boolean() && !(init.is_string() && init.get<std::string>() == "gaussian"))
-      fail(ErrorKind::Unsupported, "LORA config field 'init_lora_weights' = " + init.dump() +
-                                       " is not supported by peft4j (true, false or \"gaussian\")");
+    check_lora_init(config);
+    refuse_unsupported_lora_options(config, lora_init_fields());
     config_positive_int(config, "r");
     config_probability(config, "lora_dropout");
     config_double(config, "lora_alpha");
@@ -54,7 +62,8 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
 
   void add(LoraLayer& layer, const InjectContext& ctx) const override {
     layer.add(ctx.adapter, pattern_int(ctx.config, "rank_pattern", ctx.key, "r"),
-              pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise);
+              pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise, ctx.key,
+              ctx.shared);
   }
 };
 
@@ -177,7 +186,7 @@ nlohmann::json lora_config_defaults(const std::string& peft_type) {
           {"velora_config", nullptr}};
 }
 
-void refuse_unsupported_lora_options(const nlohmann::json& config) {
+void refuse_unsupported_lora_options(const nlohmann::json& config, const std::vector<std::string>& handled) {
   // Unset: null, false, {} or [] (Python's falsiness, as PEFT tests these options).
   auto is_set = [](const nlohmann::json& v) {
     return !(v.is_null() || (v.is_object() && v.empty()) || (v.is_array() && v.empty()) ||
@@ -187,7 +196,7 @@ void refuse_unsupported_lora_options(const nlohmann::json& config) {
                             "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
                             "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
                             "use_qalora", "ensure_weight_tying", "loftq_config"})
-    if (is_set(config[field]))
+    if (!std::count(handled.begin(), handled.end(), field) && is_set(config[field]))
       fail(ErrorKind::Unsupported, config_string(config, "peft_type") + " config field '" + field +
                                        "' is not supported by peft4j (value " + config[field].dump() + ")");
 }
@@ -243,7 +252,8 @@ at::Tensor LoraLayer::lora_b(const std::string& adapter) const {
                     : lora_B_->module(adapter).named_parameters(false)["weight"];
 }
 
-void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise) {
+void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise,
+                    const std::string& key, const std::map<std::string, at::Tensor>& prepared) {
   if (r <= 0) fail(ErrorKind::InvalidArgument, "LoRA rank must be positive, got " + std::to_string(r));
   const bool dora = config_bool(config, "use_dora");
   const bool lora_bias = config_bool(config, "lora_bias");
@@ -251,13 +261,14 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
   at::NoGradGuard no_grad;
   auto options = at::TensorOptions().dtype(base_weight().scalar_type()).device(base_weight().device());
   const auto& init = config["init_lora_weights"];
-  const bool default_init = init.is_boolean() && init.get<bool>();
-  const bool gaussian = init.is_string();
+  const bool default_init = init_is_default(config, key, prepared);
+  const bool gaussian = init.is_string() && init.get<std::string>() == "gaussian";
   if (embedding_) {
-    // PEFT draws both from randn, then zeros A and redraws B from N(0, 1) when initialising.
+    // PEFT draws both from randn, then zeros A and redraws B from N(0, 1) when initialising: for every truthy
+    // init_lora_weights except MiCA, the one Embedding init of its own.
     at::Tensor a = at::randn({r, in_features_}, options);
     at::Tensor b = at::randn({out_features_, r}, options);
-    if (initialise && (default_init || gaussian)) {
+    if (initialise && (default_init || (init.is_string() && init.get<std::string>() != "mica"))) {
       a.zero_();
       b.normal_();
     }
@@ -285,6 +296,9 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
   r_[adapter] = r;
   scaling_[adapter] = config_bool(config, "use_rslora") ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
   dropout_[adapter] = config_double(config, "lora_dropout");
+  // PiSSA, OLoRA, MiCA, orthogonal, CorDA, LoRA-GA, EVA (lora_init.h); before DoRA's magnitude, which PEFT takes from
+  // the weight these leave.
+  if (initialise) initialise_lora_layer(*this, adapter, config, key, prepared);
   if (dora) {
     // The magnitude starts as the row norms of the adapted weight, so an adapter starts where LoRA would.
     auto magnitude = std::make_shared<torch::nn::Module>();

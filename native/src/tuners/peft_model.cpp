@@ -88,6 +88,21 @@ NamedLayers PeftModel::adapter_layers() const {
 }
 
 void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input) {
+  add_adapter(name, input, nullptr, nullptr);
+}
+
+void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
+                            const std::vector<models::ModelInputs>& data) {
+  add_adapter(name, input, &data, nullptr);
+}
+
+void PeftModel::restore(const BaseWeights& changed) {
+  at::NoGradGuard no_grad;
+  for (const auto& [param, copy] : changed) param.copy_(copy);
+}
+
+void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
+                            const std::vector<models::ModelInputs>* data, BaseWeights* changed) {
   check_name(name);
   if (adapters_.count(name)) fail(ErrorKind::InvalidArgument, "adapter '" + name + "' already exists");
   if (!input.is_object() || !input.contains("peft_type") || !input["peft_type"].is_string())
@@ -99,6 +114,8 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   if (!adapters_.empty() && adapters_.begin()->second.tuner != &tuner)
     fail(ErrorKind::Unsupported, "this model carries " + adapters_.begin()->second.tuner->peft_type() +
                                      " adapters; adding a " + tuner.peft_type() + " adapter to it is not supported");
+  std::map<std::string, at::Tensor> prepared;
+  if (data) config = tuner.prepare_from_data(config, *base_, *data, prepared);
 
   // Modules inside existing adapter layers (their lora_A, base_layer, ...) are never targets themselves.
   std::vector<std::string> layer_paths;
@@ -112,11 +129,16 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
     fail(ErrorKind::InvalidArgument, "target modules " + config["target_modules"].dump() + " not found in the base model (" +
                                          base_->model_type() + "); check target_modules");
 
+  BaseWeights copies;
+  if (tuner.changes_base_weights(config))
+    for (const auto& key : targets)
+      for (const auto& p : module_at(*base_, key)->parameters(true)) copies.emplace_back(p, p.detach().clone());
+
   Adapter entry{config, &tuner, {}};
   adapters_[name] = entry;
   order_.push_back(name);
   try {
-    InjectContext ctx{name, config, "", state_, true, {}};
+    InjectContext ctx{name, config, "", state_, true, prepared};
     if (level) {
       // The first adapter decides PEFT's layout: prompt learning puts the base model at "base_model" itself.
       if (adapters_.size() == 1) use_layout(level->base_at_root());
@@ -160,8 +182,10 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
     }
   } catch (...) {
     remove_adapter(name);
+    restore(copies);
     throw;
   }
+  if (changed) *changed = std::move(copies);
   if (state_->active.empty()) set_adapter(name);
 }
 

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "peft4j/tuners/tuner.h"
 
@@ -13,8 +14,9 @@ namespace peft4j::tuners {
 
 // PEFT 0.21's LoraConfig fields with their defaults, as `peft_type` (AdaLoRA's config extends LoRA's).
 nlohmann::json lora_config_defaults(const std::string& peft_type);
-// Refuses by name the LoraConfig options peft4j does not reproduce (Megatron, EVA, CorDA, aLoRA, ...) when set.
-void refuse_unsupported_lora_options(const nlohmann::json& config);
+// Refuses by name the LoraConfig options peft4j does not reproduce (Megatron, aLoRA, ...) when set, except the
+// fields in `handled` (those the caller checks itself).
+void refuse_unsupported_lora_options(const nlohmann::json& config, const std::vector<std::string>& handled = {});
 
 class LoraLayer : public WeightDeltaLayer {
  public:
@@ -26,8 +28,10 @@ class LoraLayer : public WeightDeltaLayer {
   // A gated adapter's output depends on the input through its gate, so no weight expresses it.
   bool can_merge() const override { return gates_->children().empty(); }
 
-  // Adds an adapter of rank r; `initialise` follows init_lora_weights (true, false or "gaussian").
-  void add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise);
+  // Adds an adapter of rank r; `initialise` follows init_lora_weights: true, false and "gaussian" here, the inits from
+  // the weight or from data (lora_init.h) from `prepared` (InjectContext::shared) for the module at `key`.
+  void add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise,
+           const std::string& key = "", const std::map<std::string, at::Tensor>& prepared = {});
   // Gives the (Linear/Conv1D) adapter UniPELT's gate, "lora_gate.<adapter>" = Linear(in, 1) with N(0, 0.02) weights
   // (AdapterHub's LoRA with use_gating): the update becomes B·A·x times the sequence-mean of sigmoid(gate(x)), which
   // replaces the scaling α/r.
@@ -38,6 +42,7 @@ class LoraLayer : public WeightDeltaLayer {
   double scaling(const std::string& adapter) const { return scaling_.at(adapter); }
   int64_t rank(const std::string& adapter) const { return r_.at(adapter); }
   bool is_embedding() const { return embedding_; }
+  bool fan_in_fan_out() const { return fan_in_fan_out_; }
   // The A and B tensors (Linear: [r, in] and [out, r]; Embedding: [r, num] and [dim, r]).
   at::Tensor lora_a(const std::string& adapter) const;
   at::Tensor lora_b(const std::string& adapter) const;
@@ -48,6 +53,8 @@ class LoraLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
+  friend void initialise_lora_layer(LoraLayer&, const std::string&, const nlohmann::json&, const std::string&,
+                                    const std::map<std::string, at::Tensor>&);
   at::Tensor weight_out_in() const;      // the same as [out, in] (Conv1D transposed)
   at::Tensor dora_weight_norm(const at::Tensor& lora_weight, double scale) const;
 

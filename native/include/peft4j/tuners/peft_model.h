@@ -25,6 +25,9 @@ class PeftModel : public models::Model {
   // initialises the adapter as the config says. The new adapter becomes active and trainable when it is the only
   // one. Nothing changes when the config or the targets are wrong.
   void add_adapter(const std::string& name, const nlohmann::json& config);
+  // The same for the inits that learn from data (LoRA's CorDA, EVA, LoRA-GA): the base model first runs over `data`
+  // (batches as the trainer collates them), then the adapter is built from what that found (Tuner::prepare_from_data).
+  void add_adapter(const std::string& name, const nlohmann::json& config, const std::vector<models::ModelInputs>& data);
   // Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). Every key must map onto the
   // model and every adapter tensor must be present with the right shape; otherwise Error and the model is as before.
   void load_adapter(const std::string& dir, const std::string& name, bool trainable = false);
@@ -112,6 +115,12 @@ class PeftModel : public models::Model {
   void check_name(const std::string& name) const;
   const Adapter& adapter(const std::string& name) const;
   void remove_adapter(const std::string& name);
+  // The base parameters an adapter changes in place (Tuner::changes_base_weights), with copies to put back.
+  using BaseWeights = std::vector<std::pair<at::Tensor, at::Tensor>>;
+  // add_adapter's work; `changed` (when given) receives the copies of the base parameters the adapter changed.
+  void add_adapter(const std::string& name, const nlohmann::json& config, const std::vector<models::ModelInputs>* data,
+                   BaseWeights* changed);
+  static void restore(const BaseWeights& changed);
 
   std::shared_ptr<models::Model> base_;
   std::shared_ptr<torch::nn::Module> tuner_;  // "base_model", PEFT's LoraModel, holding the base as "model"

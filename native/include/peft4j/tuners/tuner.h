@@ -46,6 +46,9 @@ class AdapterDict : public torch::nn::Module {
   // VeRA/RandLoRA with save_projection=false, which regenerate the tensor from a seed instead).
   void put_buffer(const std::string& adapter, const at::Tensor& value, bool persistent = true);
   bool is_persistent(const std::string& adapter) const { return transient_.count(adapter) == 0; }
+  // Keeps a module entry's parameters out of training while they are still saved (PEFT's frozen PEFT weights, e.g.
+  // MiCA's lora_B).
+  void freeze(const std::string& adapter) { frozen_.insert(adapter); }
   bool contains(const std::string& adapter) const;
   void remove(const std::string& adapter);
   torch::nn::Module& module(const std::string& adapter) const;
@@ -160,6 +163,17 @@ class Tuner {
   // "base_model.<name>" like PEFT's, and hands the tensors to the layers through context.shared.
   virtual void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                        InjectContext& context) const {}
+  // A data-driven initialisation (LoRA's CorDA, EVA, LoRA-GA): runs the base model over `data` before the layers are
+  // built, returns the config they are built with (EVA redistributes ranks) and fills `prepared` with per-module
+  // tensors the layers initialise from (InjectContext::shared). The default refuses data (Unsupported naming the
+  // method).
+  virtual nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model& model,
+                                           const std::vector<models::ModelInputs>& data,
+                                           std::map<std::string, at::Tensor>& prepared) const;
+  // Whether adding an adapter with `config` changes the wrapped weights themselves (LoRA's PiSSA, OLoRA, CorDA and
+  // LoRA-GA leave a residual): PeftModel then copies them first, to put them back when the adapter cannot be added
+  // or loaded.
+  virtual bool changes_base_weights(const nlohmann::json& config) const { return false; }
   // A term added to the training loss (AdaLoRA's orthogonal regulariser); undefined for none.
   virtual at::Tensor training_loss_term(const NamedLayers& layers, const std::string& adapter,
                                         const nlohmann::json& config) const {
