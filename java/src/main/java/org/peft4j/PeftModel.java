@@ -6,8 +6,9 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
 import java.util.function.Consumer;
-import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 import org.peft4j.config.AdapterConfig;
+import org.peft4j.internal.Peft4jNative;
+import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 
 /**
  * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
@@ -71,6 +72,31 @@ public final class PeftModel extends NativeResource {
         return wrap(base, model -> model.addAdapter(name, config, seed));
     }
 
+    /**
+     * As {@link #create(BaseModel, String, AdapterConfig, long)} for LoRA's initialisations from data
+     * ({@code init_lora_weights} "corda", "eva", "lora_ga"): the base model first runs over {@code initData}, each
+     * example cut to {@code maxLength} tokens, {@code batchSize} examples a batch, right-padded with
+     * {@code padTokenId} (CorDA runs each sequence alone, as PEFT's hook takes one per forward).
+     */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData initData,
+                                   long batchSize, long maxLength, long padTokenId) {
+        Objects.requireNonNull(config, "config");
+        return wrap(base, model -> model.addAdapter(name, config, seed, initData, batchSize, maxLength, padTokenId));
+    }
+
+    /** Whether {@code config} is a LoRA config whose {@code init_lora_weights} learns from data ("corda", "eva", "lora_ga"). */
+    public static boolean initialisesFromData(AdapterConfig config) {
+        return Native.call(() -> Peft4jNative.initNeedsData(config.toJson()));
+    }
+
+    /**
+     * Whether {@code config} is a LoRA config whose {@code init_lora_weights} moves part of the base weight into the
+     * adapter ("pissa", "pissa_niter_K", "olora", "corda", "lora_ga"), leaving a residual base model.
+     */
+    public static boolean initialisationLeavesResidualBase(AdapterConfig config) {
+        return Native.call(() -> Peft4jNative.initMutatesBase(config.toJson()));
+    }
+
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
     public static PeftModel load(BaseModel base, Path adapterDir) {
         return load(base, adapterDir, "default", Trainability.FROZEN);
@@ -108,6 +134,20 @@ public final class PeftModel extends NativeResource {
         lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed));
     }
 
+    /**
+     * Adds an adapter initialised from data, as
+     * {@link #create(BaseModel, String, AdapterConfig, long, TrainingData, long, long, long)}.
+     */
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData initData, long batchSize,
+                           long maxLength, long padTokenId) {
+        Objects.requireNonNull(config, "config");
+        Objects.requireNonNull(initData, "initData");
+        synchronized (initData) {
+            lock.exclusive(this, () -> initData.nativeHandle().initialiseAdapter(nativeHandle(), name, config.toJson(),
+                    seed, batchSize, maxLength, padTokenId), initData);
+        }
+    }
+
     /** Loads a PEFT adapter directory as adapter {@code name}. */
     public void loadAdapter(Path dir, String name, Trainability trainability) {
         Objects.requireNonNull(dir, "dir");
@@ -123,6 +163,19 @@ public final class PeftModel extends NativeResource {
 
     public void save(Path dir, String name) {
         lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString(), name));
+    }
+
+    /**
+     * PEFT's {@code save_pretrained(dir, path_initial_model_for_weight_conversion=...)}: for an adapter whose init
+     * moved part of the base weight into it (PiSSA, OLoRA, CorDA, LoRA-GA), {@code pathInitialModelForWeightConversion}
+     * holds the adapter as {@link #save(Path, String)} wrote it right after it was made; {@code dir} receives the
+     * change training made as a plain LoRA of rank 2r, which applies to the untouched base model. The initial
+     * adapter's config is rewritten with {@code init_lora_weights} true, as PEFT does.
+     */
+    public void save(Path dir, String name, Path pathInitialModelForWeightConversion) {
+        Objects.requireNonNull(pathInitialModelForWeightConversion, "pathInitialModelForWeightConversion");
+        lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString(), name,
+                pathInitialModelForWeightConversion.toString()));
     }
 
     /** Makes {@code name} the one active adapter; its tensors become trainable, all others frozen. */
