@@ -49,10 +49,7 @@ class FourierFTTuner : public WrappingTuner<FourierFTLayer> {
 }  // namespace
 
 FourierFTLayer::FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "FourierFT");
-  fourierft_spectrum_ = register_module("fourierft_spectrum", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "FourierFT") {}
 
 void FourierFTLayer::add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config,
                          bool initialise) {

@@ -36,6 +36,10 @@ LinearShape wrapped_linear_shape(const torch::nn::Module& module, const std::str
   return *shape;
 }
 
+LinearDeltaLayer::LinearDeltaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+                                   const std::string& method, bool conv1d)
+    : WeightDeltaLayer(base, std::move(state)), shape_(wrapped_linear_shape(*base, method, conv1d)) {}
+
 at::Tensor linear_weight(const torch::nn::Module& module) {
   auto params = unwrapped(module).named_parameters(false);
   const auto* w = params.find("weight");

@@ -205,13 +205,6 @@ LoraLayer::LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   } else {
     fail(ErrorKind::Unsupported, "LoRA wraps Linear, Conv1D and Embedding modules only");
   }
-  // Registration order as PEFT's LoraLayer, so parameters list in the same order.
-  lora_A_ = register_module("lora_A", std::make_shared<AdapterDict>());
-  lora_B_ = register_module("lora_B", std::make_shared<AdapterDict>());
-  lora_embedding_A_ = register_module("lora_embedding_A", std::make_shared<AdapterDict>());
-  lora_embedding_B_ = register_module("lora_embedding_B", std::make_shared<AdapterDict>());
-  lora_magnitude_vector_ = register_module("lora_magnitude_vector", std::make_shared<AdapterDict>());
-  gates_ = register_module("lora_gate", std::make_shared<AdapterDict>());
 }
 
 void LoraLayer::add_gate(const std::string& adapter) {

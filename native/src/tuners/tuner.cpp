@@ -84,6 +84,10 @@ AdapterLayer::AdapterLayer(std::shared_ptr<torch::nn::Module> base, std::shared_
   register_module(base_name_, std::move(base));
 }
 
+std::shared_ptr<AdapterDict> AdapterLayer::adapter_dict(const std::string& name) {
+  return register_module(name, std::make_shared<AdapterDict>());
+}
+
 std::shared_ptr<torch::nn::Module> AdapterLayer::base_layer() const { return named_children()[base_name_]; }
 
 bool AdapterLayer::empty() const {

@@ -74,11 +74,7 @@ class VeraTuner : public WrappingTuner<VeraLayer> {
 }  // namespace
 
 VeraLayer::VeraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "VeRA");
-  vera_lambda_b_ = register_module("vera_lambda_b", std::make_shared<AdapterDict>());
-  vera_lambda_d_ = register_module("vera_lambda_d", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "VeRA") {}
 
 void VeraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json& config, const at::Tensor& vera_A,
                     const at::Tensor& vera_B, bool initialise) {

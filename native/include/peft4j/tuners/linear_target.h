@@ -13,10 +13,9 @@
 #include <vector>
 
 #include "peft4j/models/model.h"
+#include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
-
-struct InjectContext;
 
 struct LinearShape {
   int64_t in_features = 0;
@@ -40,6 +39,17 @@ std::pair<int64_t, int64_t> largest_target_shape(models::Model& model, const std
 
 // dtype and device of the first target's weight: where model-level tensors live, as PEFT moves them there.
 at::TensorOptions target_options(models::Model& model, const std::vector<std::string>& targets);
+
+// The layer of the methods that wrap one dense projection with an additive ΔW: a WeightDeltaLayer around an nn.Linear
+// (or GPT-2's Conv1D when `conv1d`), whose shape it keeps; any other module is Error(Unsupported) naming `method`.
+class LinearDeltaLayer : public WeightDeltaLayer {
+ public:
+  LinearDeltaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+                   const std::string& method, bool conv1d = true);
+
+ protected:
+  LinearShape shape_;
+};
 
 // VeRA's and RandLoRA's shared random projections: registers `a` and `b`, moved to the targets' dtype and device, as
 // frozen model-level tensors "<prefix>_A" / "<prefix>_B" of ctx.adapter (saved unless the config's save_projection is

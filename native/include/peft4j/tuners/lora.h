@@ -55,7 +55,13 @@ class LoraLayer : public WeightDeltaLayer {
   bool fan_in_fan_out_ = false;  // GPT-2's Conv1D stores [in, out]
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
-  std::shared_ptr<AdapterDict> lora_A_, lora_B_, lora_embedding_A_, lora_embedding_B_, lora_magnitude_vector_, gates_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> lora_A_ = adapter_dict("lora_A");
+  std::shared_ptr<AdapterDict> lora_B_ = adapter_dict("lora_B");
+  std::shared_ptr<AdapterDict> lora_embedding_A_ = adapter_dict("lora_embedding_A");
+  std::shared_ptr<AdapterDict> lora_embedding_B_ = adapter_dict("lora_embedding_B");
+  std::shared_ptr<AdapterDict> lora_magnitude_vector_ = adapter_dict("lora_magnitude_vector");
+  std::shared_ptr<AdapterDict> gates_ = adapter_dict("lora_gate");
   std::map<std::string, int64_t> r_;
   std::map<std::string, double> scaling_;
   std::map<std::string, double> dropout_;

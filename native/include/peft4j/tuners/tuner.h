@@ -99,6 +99,8 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   at::Tensor forward(const at::Tensor& x) override;
 
  protected:
+  // Registers the per-adapter dict `name` (PEFT's lora_A, vera_lambda_b, ...) on this layer, in PEFT's order.
+  std::shared_ptr<AdapterDict> adapter_dict(const std::string& name);
   virtual void merge_adapter(const std::string& adapter);
   virtual void unmerge_adapter(const std::string& adapter);
   virtual void forget_adapter(const std::string& adapter) {}

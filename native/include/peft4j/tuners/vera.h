@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class VeraLayer : public WeightDeltaLayer {
+class VeraLayer : public LinearDeltaLayer {
  public:
   VeraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -30,8 +30,9 @@ class VeraLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> vera_lambda_b_, vera_lambda_d_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> vera_lambda_b_ = adapter_dict("vera_lambda_b");
+  std::shared_ptr<AdapterDict> vera_lambda_d_ = adapter_dict("vera_lambda_d");
   // The tuner's shared projections: PEFT's layers reference them too but save them only once, at model level.
   std::map<std::string, at::Tensor> vera_A_, vera_B_;
   std::map<std::string, int64_t> r_;
