@@ -63,4 +63,80 @@ TEST(ParameterDelta, FingerprintsAgreeAcrossF32AndBf16AndSeeOneChangedValue) {
   EXPECT_NE(peft4j::tuners::parameter_fingerprint(w.reshape({8, 16})), f);  // the shape counts too
 }
 
+// One config per method, on the tiny llama (gpt2 where the method's default targets need biases).
+struct MethodCase {
+  std::string name;
+  std::string family;
+  nlohmann::json config;
+  std::string parameter;  // a parameter the adapter changes
+};
+
+std::vector<MethodCase> method_cases() {
+  return {{"pafi", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj"}}, {"k", 64}},
+           "model.layers.1.self_attn.v_proj.weight"}};
+}
+
+class EachMethod : public ::testing::TestWithParam<MethodCase> {};
+
+TEST_P(EachMethod, LoadingRefusesABaseWhoseParameterDiffersByName) {
+  const auto& c = GetParam();
+  auto model = std::make_shared<PeftModel>(tiny_model(c.family));
+  model->add_adapter("default", c.config);
+  ASSERT_TRUE(model->adapter_config("default")["base_fingerprints"].contains(c.parameter)) << c.name;
+  train(*model, 3);
+  const std::string dir = golden_testing::temp_dir("delta_refuse_" + c.name);
+  model->save_adapter(dir, "default");
+
+  auto same = std::make_shared<PeftModel>(tiny_model(c.family));
+  same->load_adapter(dir, "default");  // the same base: accepted
+
+  auto other_base = tiny_model(c.family);
+  {
+    at::NoGradGuard no_grad;
+    other_base->named_parameters()[c.parameter].view(-1)[0] += 0.25;
+  }
+  auto other = std::make_shared<PeftModel>(other_base);
+  golden_testing::expect_error([&] { other->load_adapter(dir, "default"); }, ErrorKind::InvalidArgument,
+                               "parameter '" + c.parameter + "' differs");
+  EXPECT_TRUE(other->adapter_names().empty()) << c.name;
+}
+
+TEST_P(EachMethod, MixedBatchRowsEqualEachAdapterAloneAndUnmergeRestoresTheBaseExactly) {
+  const auto& c = GetParam();
+  auto model = std::make_shared<PeftModel>(tiny_model(c.family));
+  auto base = golden_testing::base_weights(*model);
+  model->add_adapter("a", c.config);
+  train(*model, 3);
+  model->add_adapter("b", c.config);
+  model->set_adapter("b");
+  train(*model, 3);
+  auto in = permutation_batch(4, 8, 21);
+  model->eval();
+  model->set_adapter("a");
+  at::Tensor a = golden_testing::logits(*model, in);
+  model->set_adapter("b");
+  at::Tensor b = golden_testing::logits(*model, in);
+  model->set_disabled(true);
+  at::Tensor plain = golden_testing::logits(*model, in);
+  model->set_disabled(false);
+  at::Tensor mixed;
+  {
+    at::NoGradGuard no_grad;
+    mixed = model->forward_mixed(in, {"a", "__base__", "b", "a"}).logits;
+  }
+  EXPECT_TRUE(at::allclose(mixed[0], a[0], 1e-5, 1e-6)) << c.name;
+  EXPECT_TRUE(at::allclose(mixed[1], plain[1], 1e-5, 1e-6)) << c.name;
+  EXPECT_TRUE(at::allclose(mixed[2], b[2], 1e-5, 1e-6)) << c.name;
+  EXPECT_TRUE(at::allclose(mixed[3], a[3], 1e-5, 1e-6)) << c.name;
+
+  model->merge({"b"});
+  EXPECT_TRUE(at::allclose(golden_testing::logits(*model, in), b, 1e-4, 1e-5)) << c.name;
+  model->unmerge();
+  for (const auto& p : model->base_model().named_parameters())
+    if (base.count(p.key())) EXPECT_TRUE(at::equal(p.value(), base.at(p.key()))) << c.name << ": " << p.key();
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, EachMethod, ::testing::ValuesIn(method_cases()),
+                         [](const ::testing::TestParamInfo<MethodCase>& info) { return info.param.name; });
+
 }  // namespace
