@@ -73,7 +73,8 @@ struct MethodCase {
 
 std::vector<MethodCase> method_cases() {
   return {{"pafi", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj"}}, {"k", 64}},
-           "model.layers.1.self_attn.v_proj.weight"}};
+           "model.layers.1.self_attn.v_proj.weight"},
+          {"hiwi", "gpt2", {{"peft_type", "HIWI"}}, "transformer.h.1.mlp.c_proj.bias"}};
 }
 
 class EachMethod : public ::testing::TestWithParam<MethodCase> {};

@@ -27,6 +27,7 @@ import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.HiwiConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.LayerFreezingConfig;
@@ -199,7 +200,10 @@ class TunerConfigsTest {
      */
     static Stream<Arguments> peft4jMethodConfigs() {
         return Stream.of(
-                Arguments.of("pafi", PafiConfig.builder().targetModules("q_proj", "v_proj").k(500).build(), 500L)));
+                Arguments.of("pafi", PafiConfig.builder().targetModules("q_proj", "v_proj").k(500).build(), 500L),
+                // 2nr + r + n per weight, rows of n = 64.
+                Arguments.of("hiwi", HiwiConfig.builder().r(4).targetModules("up_proj").targetParameters("weight")
+                        .nonLinearity("gelu").build(), 2L * (2 * 64 * 4 + 4 + 64))));
     }
 
     @ParameterizedTest(name = "{0}")
