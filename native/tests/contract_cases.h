@@ -75,7 +75,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"unipelt_llama", "llama", unipelt, false},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
           {"pafi_llama", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}, {"k", 512}}},
-          {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}}};
+          {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}},
+          {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}}};
 }
 
 // The peft_types the cases above run.

@@ -74,7 +74,9 @@ struct MethodCase {
 std::vector<MethodCase> method_cases() {
   return {{"pafi", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj"}}, {"k", 64}},
            "model.layers.1.self_attn.v_proj.weight"},
-          {"hiwi", "gpt2", {{"peft_type", "HIWI"}}, "transformer.h.1.mlp.c_proj.bias"}};
+          {"hiwi", "gpt2", {{"peft_type", "HIWI"}}, "transformer.h.1.mlp.c_proj.bias"},
+          {"pst", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj"}}},
+           "model.layers.1.self_attn.v_proj.weight"}};
 }
 
 class EachMethod : public ::testing::TestWithParam<MethodCase> {};

@@ -43,6 +43,7 @@ import org.peft4j.config.PafiConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.PstConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
@@ -203,7 +204,10 @@ class TunerConfigsTest {
                 Arguments.of("pafi", PafiConfig.builder().targetModules("q_proj", "v_proj").k(500).build(), 500L),
                 // 2nr + r + n per weight, rows of n = 64.
                 Arguments.of("hiwi", HiwiConfig.builder().r(4).targetModules("up_proj").targetParameters("weight")
-                        .nonLinearity("gelu").build(), 2L * (2 * 64 * 4 + 4 + 64))));
+                        .nonLinearity("gelu").build(), 2L * (2 * 64 * 4 + 4 + 64)),
+                // r₁(n + k) + r₂(n + k) + n + k per matrix.
+                Arguments.of("pst", PstConfig.builder().weightRank(4).maskRank(2).sparsity(0.5).initialWarmup(0.2)
+                        .targetModules("q_proj").build(), 2L * ((4 + 2) * (64 + 64) + 64 + 64))));
     }
 
     @ParameterizedTest(name = "{0}")
