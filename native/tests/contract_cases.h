@@ -76,7 +76,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
           {"pafi_llama", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}, {"k", 512}}},
           {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}},
-          {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}}};
+          {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}},
+          {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}}};
 }
 
 // The peft_types the cases above run.

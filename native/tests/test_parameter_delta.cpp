@@ -76,6 +76,8 @@ std::vector<MethodCase> method_cases() {
            "model.layers.1.self_attn.v_proj.weight"},
           {"hiwi", "gpt2", {{"peft_type", "HIWI"}}, "transformer.h.1.mlp.c_proj.bias"},
           {"pst", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj"}}},
+           "model.layers.1.self_attn.v_proj.weight"},
+          {"diff_pruning", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj"}}},
            "model.layers.1.self_attn.v_proj.weight"}};
 }
 

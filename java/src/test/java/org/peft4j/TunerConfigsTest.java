@@ -26,6 +26,7 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
 import org.peft4j.config.HiwiConfig;
 import org.peft4j.config.HraConfig;
@@ -207,7 +208,10 @@ class TunerConfigsTest {
                         .nonLinearity("gelu").build(), 2L * (2 * 64 * 4 + 4 + 64)),
                 // r₁(n + k) + r₂(n + k) + n + k per matrix.
                 Arguments.of("pst", PstConfig.builder().weightRank(4).maskRank(2).sparsity(0.5).initialWarmup(0.2)
-                        .targetModules("q_proj").build(), 2L * ((4 + 2) * (64 + 64) + 64 + 64))));
+                        .targetModules("q_proj").build(), 2L * ((4 + 2) * (64 + 64) + 64 + 64)),
+                // 2·|θ| + one group gate per tensor: q and v of 2 layers.
+                Arguments.of("diff_pruning", DiffPruningConfig.builder().targetModules("q_proj", "v_proj").fixmaskPct(0.01)
+                        .learningRateAlpha(0.05).build(), 2L * 2 * (64 * 64 + 32 * 64) + 4)));
     }
 
     @ParameterizedTest(name = "{0}")
