@@ -77,7 +77,9 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"pafi_llama", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}, {"k", 512}}},
           {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}},
           {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}},
-          {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}}};
+          {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          {"intrinsic_dimension_gpt2", "gpt2",
+           {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"c_attn", "c_proj", "c_fc"}}, {"intrinsic_dimension", 400}}}};
 }
 
 // The peft_types the cases above run.

@@ -78,6 +78,9 @@ std::vector<MethodCase> method_cases() {
           {"pst", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj"}}},
            "model.layers.1.self_attn.v_proj.weight"},
           {"diff_pruning", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj"}}},
+           "model.layers.1.self_attn.v_proj.weight"},
+          {"intrinsic", "llama", {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"q_proj", "v_proj"}},
+                                  {"intrinsic_dimension", 40}},
            "model.layers.1.self_attn.v_proj.weight"}};
 }
 

@@ -31,6 +31,7 @@ import org.peft4j.config.FourierFtConfig;
 import org.peft4j.config.HiwiConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
+import org.peft4j.config.IntrinsicDimensionConfig;
 import org.peft4j.config.LayerFreezingConfig;
 import org.peft4j.config.LnTuningConfig;
 import org.peft4j.config.LoHaConfig;
@@ -211,7 +212,9 @@ class TunerConfigsTest {
                         .targetModules("q_proj").build(), 2L * ((4 + 2) * (64 + 64) + 64 + 64)),
                 // 2·|θ| + one group gate per tensor: q and v of 2 layers.
                 Arguments.of("diff_pruning", DiffPruningConfig.builder().targetModules("q_proj", "v_proj").fixmaskPct(0.01)
-                        .learningRateAlpha(0.05).build(), 2L * 2 * (64 * 64 + 32 * 64) + 4)));
+                        .learningRateAlpha(0.05).build(), 2L * 2 * (64 * 64 + 32 * 64) + 4),
+                Arguments.of("intrinsic_dimension", IntrinsicDimensionConfig.builder().intrinsicDimension(300).said(true)
+                        .projection("sparse").allLinear().build(), 300L));
     }
 
     @ParameterizedTest(name = "{0}")
