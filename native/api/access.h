@@ -5,13 +5,16 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "peft4j/error.h"
 #include "model_api.h"
 #include "peft4j/models/generation.h"
 #include "peft4j/models/model.h"
 #include "peft4j/safetensors.h"
+#include "peft4j/tuners/peft_model.h"
 #include "peft4j_api.h"
 
 namespace peft4j::tuners {
@@ -61,5 +64,10 @@ struct Access {
     return h.state_;
   }
 };
+
+// PeftModelHandle::addAdapter with a seed (peft_api.cpp), shared by the form with calibration data (train_api.cpp):
+// libtorch's generators seeded under a lock, then the adapter added.
+void add_seeded_adapter(tuners::PeftModel& model, const std::string& name, const std::string& configJson, int64_t seed,
+                        const std::vector<models::ModelInputs>& calibration);
 
 }  // namespace peft4j::api

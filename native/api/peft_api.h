@@ -12,6 +12,7 @@ namespace peft4j {
 namespace api {
 
 struct PeftState;
+class TrainingDataHandle;
 
 class PeftModelHandle {
  public:
@@ -28,6 +29,10 @@ class PeftModelHandle {
   // The same, libtorch's generators first seeded with `seed` (>= 0; transformers' set_seed): one seed gives
   // bitwise the same adapter, as long as no other thread draws random numbers meanwhile.
   void addAdapter(const std::string& name, const std::string& configJson, int64_t seed);
+  // The same with calibration examples, each one batch, for methods that score the base model's parameters on data
+  // when the adapter is made (PaFi's Fisher mask); defined in train_api.cpp.
+  void addAdapter(const std::string& name, const std::string& configJson, int64_t seed,
+                  const TrainingDataHandle& calibration);
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
   void setAdapter(const std::string& name);

@@ -43,6 +43,22 @@ int64_t TrainingDataHandle::size() const {
   return guard([&] { return data_of(state_).size(); });
 }
 
+void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed,
+                                 const TrainingDataHandle& calibration) {
+  guard([&] {
+    auto peft = std::dynamic_pointer_cast<tuners::PeftModel>(Access::model(model()).model);
+    if (!peft) fail(ErrorKind::InvalidArgument, "PEFT model handle is empty (closed, unloaded or never made)");
+    at::Device device = at::kCPU;
+    for (const auto& p : peft->parameters()) {
+      device = p.device();
+      break;
+    }
+    std::vector<models::ModelInputs> batches;
+    for (const auto& example : data_of(calibration.state_).examples()) batches.push_back(train::collate({&example}, 0, device));
+    add_seeded_adapter(*peft, name, configJson, seed, batches);
+  });
+}
+
 TrainerHandle::TrainerHandle() = default;
 
 TrainerHandle TrainerHandle::create(const PeftModelHandle& model, const TrainingDataHandle& train,

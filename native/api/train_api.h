@@ -27,6 +27,7 @@ class TrainingDataHandle {
 
  private:
   friend class TrainerHandle;
+  friend class PeftModelHandle;
   std::shared_ptr<TrainingDataState> state_;
 };
 

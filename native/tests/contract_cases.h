@@ -73,7 +73,13 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
           {"mam_llama", "llama", mam, false},
           {"unipelt_llama", "llama", unipelt, false},
-          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
+          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
+          {"pafi_llama", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}, {"k", 512}}},
+          {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}},
+          {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}},
+          {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          {"intrinsic_dimension_gpt2", "gpt2",
+           {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"c_attn", "c_proj", "c_fc"}}, {"intrinsic_dimension", 400}}}};
 }
 
 // The peft_types the cases above run.

@@ -176,6 +176,7 @@ io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
   // PEFT saves what the prompt encoder outputs (get_prompt_embedding_to_save), not its parameters.
   if (encoder)
     for (const auto& [key, t] : as_model_level(*a.tuner)->encoder_checkpoint(*encoder, a.config)) out[key] = t;
+  a.tuner->layers_to_checkpoint(adapter_layers(), name, a.config, out);
   a.tuner->to_checkpoint(out, a.config);
   return out;
 }
@@ -194,6 +195,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   try {
     const Adapter& a = adapter(name);
     a.tuner->from_checkpoint(weights, a.config);
+    a.tuner->layers_from_checkpoint(adapter_layers(), name, a.config, weights);
     std::map<std::string, AdapterTensor> by_checkpoint;
     for (auto& t : adapter_tensors(name)) by_checkpoint.emplace(t.checkpoint_key, t);
     for (const auto& [key, value] : weights) {

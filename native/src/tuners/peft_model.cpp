@@ -87,7 +87,8 @@ NamedLayers PeftModel::adapter_layers() const {
   return out;
 }
 
-void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input) {
+void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
+                            const std::vector<models::ModelInputs>& calibration) {
   check_name(name);
   if (adapters_.count(name)) fail(ErrorKind::InvalidArgument, "adapter '" + name + "' already exists");
   if (!input.is_object() || !input.contains("peft_type") || !input["peft_type"].is_string())
@@ -116,7 +117,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   adapters_[name] = entry;
   order_.push_back(name);
   try {
-    InjectContext ctx{name, config, "", state_, true, {}};
+    InjectContext ctx{name, config, "", state_, true, {}, calibration.empty() ? nullptr : &calibration};
     if (level) {
       // The first adapter decides PEFT's layout: prompt learning puts the base model at "base_model" itself.
       if (adapters_.size() == 1) use_layout(level->base_at_root());
@@ -327,6 +328,22 @@ void PeftModel::after_optimizer_step(int64_t step) {
     Adapter& a = adapters_.at(name);
     a.tuner->after_optimizer_step(layers, name, a.config, step);
   }
+}
+
+void PeftModel::before_training(int64_t max_steps) {
+  auto layers = adapter_layers();
+  for (const auto& name : state_->active) {
+    Adapter& a = adapters_.at(name);
+    a.tuner->before_training(layers, name, a.config, max_steps);
+  }
+}
+
+std::optional<double> PeftModel::learning_rate(const std::string& parameter) const {
+  for (const auto& name : state_->active) {
+    const Adapter& a = adapter(name);
+    if (auto rate = a.tuner->learning_rate(parameter, a.config)) return rate;
+  }
+  return std::nullopt;
 }
 
 models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, const std::vector<std::string>& rows) {

@@ -125,6 +125,9 @@ struct InjectContext {
   // Model-level tensors of this adapter that Tuner::prepare() made (VeRA's shared projections, VB-LoRA's vector
   // bank), by name, for the layers to use.
   std::map<std::string, at::Tensor> shared;
+  // Examples a method scores the base model's parameters on when the adapter is made (PaFi's Fisher mask), one
+  // batch each; null when none were given.
+  const std::vector<models::ModelInputs>* calibration = nullptr;
 };
 
 using NamedLayers = std::vector<std::pair<std::string, AdapterLayer*>>;
@@ -176,6 +179,15 @@ class Tuner {
   // Called after each optimizer step of training (AdaLoRA's rank allocation); `step` counts from 1.
   virtual void after_optimizer_step(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
                                     int64_t step) const {}
+  // Called once before a training run of `max_steps` optimizer steps (PST's sparsity schedule and diff pruning's
+  // fixmask phase are fractions of it).
+  virtual void before_training(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
+                               int64_t max_steps) const {}
+  // The learning rate of one of the adapter's trainable tensors (by its parameter name) where the method trains it at
+  // a rate of its own (diff pruning's gates), before the trainer's schedule scales it; nullopt: the trainer's rate.
+  virtual std::optional<double> learning_rate(const std::string& parameter, const nlohmann::json& config) const {
+    return std::nullopt;
+  }
   // What PEFT derives from the model when the adapter is added (TRAINABLE_TOKENS: target_modules defaults to
   // the input embedding), applied after normalize_config; the result is the adapter's config and what it saves.
   virtual nlohmann::json resolve_for_model(const nlohmann::json& config, models::Model& model) const { return config; }
@@ -185,6 +197,15 @@ class Tuner {
   virtual void to_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
   // The inverse, applied to a file's tensors before they are matched to the model's keys.
   virtual void from_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
+  // The same two steps for methods whose saved form is computed from their layers rather than renamed (a sparse
+  // difference instead of the tensors that make it, merged parameters instead of an adapter): `tensors` becomes the
+  // file's content before to_checkpoint; and before a file's tensors are matched, the layers take the shapes the file
+  // holds (a sparse support's size). Both default to nothing.
+  virtual void layers_to_checkpoint(const NamedLayers& layers, const std::string& adapter, const nlohmann::json& config,
+                                    std::map<std::string, at::Tensor>& tensors) const {}
+  virtual void layers_from_checkpoint(const NamedLayers& layers, const std::string& adapter,
+                                      const nlohmann::json& config,
+                                      const std::map<std::string, at::Tensor>& tensors) const {}
   // Whether the adapter's output for a token depends only on the tokens so far, so that a KV cache can extend a
   // forward token by token. False for gates averaged over the whole sequence (UniPELT, gated bottleneck adapters).
   virtual bool supports_kv_cache(const nlohmann::json& config) const { return true; }

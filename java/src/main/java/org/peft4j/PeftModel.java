@@ -71,6 +71,15 @@ public final class PeftModel extends NativeResource {
         return wrap(base, model -> model.addAdapter(name, config, seed));
     }
 
+    /**
+     * As {@link #create(BaseModel, String, AdapterConfig, long)}, with calibration examples for methods that score the
+     * base model's parameters on data when the adapter is made (PaFi's Fisher mask: {@code PafiConfig.maskType("fisher")}).
+     */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData calibration) {
+        Objects.requireNonNull(config, "config");
+        return wrap(base, model -> model.addAdapter(name, config, seed, calibration));
+    }
+
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
     public static PeftModel load(BaseModel base, Path adapterDir) {
         return load(base, adapterDir, "default", Trainability.FROZEN);
@@ -106,6 +115,14 @@ public final class PeftModel extends NativeResource {
     public void addAdapter(String name, AdapterConfig config, long seed) {
         Objects.requireNonNull(config, "config");
         lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed));
+    }
+
+    /** Adds a seeded adapter with calibration examples, as {@link #create(BaseModel, String, AdapterConfig, long, TrainingData)}. */
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData calibration) {
+        Objects.requireNonNull(config, "config");
+        Objects.requireNonNull(calibration, "calibration");
+        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed, calibration.nativeHandle()),
+                calibration);
     }
 
     /** Loads a PEFT adapter directory as adapter {@code name}. */

@@ -26,9 +26,12 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.HiwiConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
+import org.peft4j.config.IntrinsicDimensionConfig;
 import org.peft4j.config.LayerFreezingConfig;
 import org.peft4j.config.LnTuningConfig;
 import org.peft4j.config.LoHaConfig;
@@ -38,9 +41,11 @@ import org.peft4j.config.MamConfig;
 import org.peft4j.config.MissConfig;
 import org.peft4j.config.MultiHeadParallelAdapterConfig;
 import org.peft4j.config.OftConfig;
+import org.peft4j.config.PafiConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.PstConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
@@ -107,10 +112,11 @@ class TunerConfigsTest {
     /**
      * Every method without a row above (no golden case of its own, or one other tests check): the builder's config
      * on a golden base model ("llama" or "gpt2") saves and loads back to the same logits, with the method's peft_type.
-     * A method is added here or above; ConfigCoverageTest fails for a registered method without a row.
+     * A method is added here or above (the methods no PEFT library has: in peft4jMethodConfigs, on llama);
+     * ConfigCoverageTest fails for a registered method without a row.
      */
     static Stream<Arguments> generatedConfigs() {
-        return Stream.of(
+        return Stream.concat(Stream.of(
                 Arguments.of("lora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj").build()),
                 Arguments.of("prompt_tuning", "llama",
                         PromptTuningConfig.builder().numVirtualTokens(4).randomInit().build()),
@@ -126,7 +132,8 @@ class TunerConfigsTest {
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
                 Arguments.of("mh_parallel_adapter", "llama",
-                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
+                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build())),
+                peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
     @ParameterizedTest(name = "{0}")
@@ -186,6 +193,68 @@ class TunerConfigsTest {
         assertEquals(want.keySet(), got.keySet(), caseName + ": saved tensor names");
         for (Map.Entry<String, long[]> e : want.entrySet()) {
             assertArrayEquals(e.getValue(), got.get(e.getKey()), caseName + ": shape of " + e.getKey());
+        }
+    }
+
+    /**
+     * The methods without a golden case (no PEFT reference): the config class against the core's count for the same
+     * JSON and against the method's count formula on the golden llama (hidden 64, FFN 128, 2 layers, q_proj 64x64,
+     * v_proj 32x64, up_proj 128x64), and the config round-trips through a saved adapter.
+     */
+    static Stream<Arguments> peft4jMethodConfigs() {
+        return Stream.of(
+                Arguments.of("pafi", PafiConfig.builder().targetModules("q_proj", "v_proj").k(500).build(), 500L),
+                // 2nr + r + n per weight, rows of n = 64.
+                Arguments.of("hiwi", HiwiConfig.builder().r(4).targetModules("up_proj").targetParameters("weight")
+                        .nonLinearity("gelu").build(), 2L * (2 * 64 * 4 + 4 + 64)),
+                // r₁(n + k) + r₂(n + k) + n + k per matrix.
+                Arguments.of("pst", PstConfig.builder().weightRank(4).maskRank(2).sparsity(0.5).initialWarmup(0.2)
+                        .targetModules("q_proj").build(), 2L * ((4 + 2) * (64 + 64) + 64 + 64)),
+                // 2·|θ| + one group gate per tensor: q and v of 2 layers.
+                Arguments.of("diff_pruning", DiffPruningConfig.builder().targetModules("q_proj", "v_proj").fixmaskPct(0.01)
+                        .learningRateAlpha(0.05).build(), 2L * 2 * (64 * 64 + 32 * 64) + 4),
+                Arguments.of("intrinsic_dimension", IntrinsicDimensionConfig.builder().intrinsicDimension(300).said(true)
+                        .projection("sparse").allLinear().build(), 300L));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("peft4jMethodConfigs")
+    void peft4jMethodConfigCountsAsItsJsonAndRoundTrips(String name, TunerConfig config, long count) throws IOException {
+        Path llama = TestFiles.golden().resolve("models/llama");
+        try (BaseModel base = BaseModel.load(llama); PeftModel model = PeftModel.create(base, "default", config)) {
+            assertEquals(count, model.trainableParameterCount(), name);
+            model.save(dir);
+        }
+        try (BaseModel base = BaseModel.load(llama);
+             PeftModel fromJson = PeftModel.create(base, "default", AdapterConfig.fromJson(config.toJson()))) {
+            assertEquals(count, fromJson.trainableParameterCount(), name);
+        }
+        JsonNode saved = readJson(dir.resolve("adapter_config.json"));
+        JsonNode ours = JSON.readTree(config.toJson());
+        for (Iterator<Map.Entry<String, JsonNode>> it = ours.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> field = it.next();
+            assertEquals(field.getValue(), saved.get(field.getKey()), name + ": " + field.getKey());
+        }
+        assertTrue(saved.get("base_fingerprints").size() > 0, name + ": the saved config names the base parameters");
+        try (BaseModel base = BaseModel.load(llama); PeftModel loaded = PeftModel.load(base, dir)) {
+            assertEquals(config.peftType(), JSON.readTree(loaded.adapterConfig("default")).get("peft_type").asText());
+        }
+    }
+
+    /** PaFi's Fisher mask is chosen on calibration examples given with the config, and refused without them. */
+    @Test
+    void pafiFisherMaskReadsCalibrationExamples() throws IOException {
+        Path llama = TestFiles.golden().resolve("models/llama");
+        PafiConfig fisher = PafiConfig.builder().targetModules("q_proj", "v_proj").k(300).maskType("fisher").build();
+        try (BaseModel base = BaseModel.load(llama); TrainingData calibration = new TrainingData()) {
+            calibration.addSequence(new long[] {1, 5, 9, 3}, new long[] {1, 5, 9, 3});
+            calibration.addSequence(new long[] {2, 7, 4}, new long[] {2, 7, 4});
+            PeftException refused = assertThrows(PeftException.class, () -> PeftModel.create(base, "default", fisher, 0));
+            assertTrue(refused.getMessage().contains("calibration"), refused.getMessage());
+            try (PeftModel model = PeftModel.create(base, "default", fisher, 0, calibration)) {
+                assertEquals(300, model.trainableParameterCount());
+                assertEquals("fisher", JSON.readTree(model.adapterConfig("default")).get("mask_type").asText());
+            }
         }
     }
 

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import org.peft4j.PeftModel;
 import org.peft4j.Trainer;
+import org.peft4j.TrainingData;
 import org.peft4j.data.DataRecord;
 import org.peft4j.data.Example;
 import org.peft4j.data.ExampleEncoder;
@@ -51,6 +52,11 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the newest checkpoint in --out")
     boolean resume;
 
+    @Option(names = "--calibration-data", paramLabel = "FILE",
+            description = "examples (JSONL, the training data's format) that methods scoring the base model's parameters "
+                    + "on data read when the adapter is made (PaFi's Fisher mask)")
+    Path calibrationData;
+
     @Mixin
     AdapterOptions adapter;
 
@@ -69,7 +75,9 @@ final class TrainCommand implements Callable<Integer> {
             ExampleEncoder encoder = new ExampleEncoder(loaded.tokenizer, labelSet);
             List<Example> train = encoder.encode(trainRecords);
             List<Example> eval = encoder.encode(evalRecords);
-            PeftModel peft = PeftModel.create(loaded.base, "default", adapterConfig, training.seed);
+            PeftModel peft = calibrationData == null
+                    ? PeftModel.create(loaded.base, "default", adapterConfig, training.seed)
+                    : createCalibrated(loaded, encoder, adapterConfig);
             loaded.attach(peft);
             LOG.info("{}: {} training and {} eval examples, {} adapter with {} trainable parameters", model,
                     train.size(), eval.size(), adapterConfig.peftType(), peft.trainableParameterCount());
@@ -89,5 +97,11 @@ final class TrainCommand implements Callable<Integer> {
         }
         System.out.println("adapter, metrics.json and loss.png written to " + out);
         return 0;
+    }
+
+    private PeftModel createCalibrated(LoadedModel loaded, ExampleEncoder encoder, AdapterConfig adapterConfig) {
+        try (TrainingData calibration = TrainingData.of(encoder.encode(JsonlReader.read(calibrationData)))) {
+            return PeftModel.create(loaded.base, "default", adapterConfig, training.seed, calibration);
+        }
     }
 }
