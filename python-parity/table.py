@@ -344,6 +344,11 @@ ROWS: list[Row] = _base_rows() + [
         dict(target_modules=["embed_tokens"], token_indices=[3, 5, 7, 11], init_weights=False)),
     Row("trainable_tokens_qwen2_tied", "qwen2", "TRAINABLE_TOKENS",
         dict(target_modules=["embed_tokens"], token_indices=[4, 9, 200], init_weights=False)),
+    # --- issue 20: the rest of HF PEFT 0.21's weight tuners
+    Row("peanut_llama", "llama", "PEANUT",
+        dict(r=4, depth=1, act_fn="gelu", target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("peanut_bert_depth2", "bert", "PEANUT",
+        dict(r=8, depth=2, scaling=0.5, target_modules=["query", "value"], init_weights=False), padding="right"),
     # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
     # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
     # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on

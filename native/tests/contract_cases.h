@@ -73,6 +73,9 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
           {"mam_llama", "llama", mam, false},
           {"unipelt_llama", "llama", unipelt, false},
+          // HF PEFT 0.21's methods of issue 20 (their live parity rows are in python-parity/table.py)
+          {"peanut_llama", "llama",
+           {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 

@@ -38,6 +38,7 @@ import org.peft4j.config.MamConfig;
 import org.peft4j.config.MissConfig;
 import org.peft4j.config.MultiHeadParallelAdapterConfig;
 import org.peft4j.config.OftConfig;
+import org.peft4j.config.PeanutConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
@@ -125,6 +126,8 @@ class TunerConfigsTest {
                 Arguments.of("layer_freezing", "llama", LayerFreezingConfig.topLayers(1)),
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
+                Arguments.of("peanut", "llama", PeanutConfig.builder().r(4).depth(1).actFn("gelu")
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
     }
