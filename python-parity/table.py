@@ -349,6 +349,11 @@ ROWS: list[Row] = _base_rows() + [
         dict(r=4, depth=1, act_fn="gelu", target_modules=["q_proj", "v_proj"], init_weights=False)),
     Row("peanut_bert_depth2", "bert", "PEANUT",
         dict(r=8, depth=2, scaling=0.5, target_modules=["query", "value"], init_weights=False), padding="right"),
+    Row("supertuning_llama_supra", "llama", "SUPERTUNING",
+        dict(sparsity=0.9, r=2, lora_alpha=3.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("supertuning_bert_bottom", "bert", "SUPERTUNING",
+        dict(sparsity=0.95, select_top=False, target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right"),
     # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
     # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
     # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on

@@ -76,6 +76,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           // HF PEFT 0.21's methods of issue 20 (their live parity rows are in python-parity/table.py)
           {"peanut_llama", "llama",
            {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"supertuning_llama", "llama",
+           {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 

@@ -45,6 +45,7 @@ import org.peft4j.config.PromptTuningConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
+import org.peft4j.config.SupertuningConfig;
 import org.peft4j.config.TrainableTokensConfig;
 import org.peft4j.config.TunerConfig;
 import org.peft4j.config.UniPeltConfig;
@@ -127,6 +128,8 @@ class TunerConfigsTest {
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
                 Arguments.of("peanut", "llama", PeanutConfig.builder().r(4).depth(1).actFn("gelu")
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("supertuning", "llama", SupertuningConfig.builder().sparsity(0.9).r(2).loraAlpha(3.0)
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
