@@ -354,6 +354,16 @@ ROWS: list[Row] = _base_rows() + [
     Row("supertuning_bert_bottom", "bert", "SUPERTUNING",
         dict(sparsity=0.95, select_top=False, target_modules=["query", "value", "dense"], init_weights=False),
         padding="right"),
+    Row("waveft_llama", "llama", "WAVEFT",
+        dict(n_frequency=64, scaling=25.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("waveft_gpt2_db2_proportional", "gpt2", "WAVEFT",
+        dict(n_frequency=48, wavelet_family="db2", proportional_parameters=True, random_loc_seed=11,
+             target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, init_weights=False)),
+    Row("waveft_qwen2_sym3_pattern", "qwen2", "WAVEFT",
+        dict(n_frequency=40, wavelet_family="sym3", n_frequency_pattern={"o_proj": 24},
+             target_modules=["q_proj", "o_proj"], init_weights=False)),
+    Row("waveft_llama_no_idwt", "llama", "WAVEFT",
+        dict(n_frequency=96, scaling=2.0, use_idwt=False, target_modules=["up_proj"], init_weights=False)),
     # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
     # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
     # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on

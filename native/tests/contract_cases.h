@@ -78,6 +78,8 @@ inline std::vector<GeneratedCase> generated_cases() {
            {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"supertuning_llama", "llama",
            {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"waveft_gpt2", "gpt2",
+           {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 

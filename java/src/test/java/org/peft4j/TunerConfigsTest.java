@@ -51,6 +51,7 @@ import org.peft4j.config.TunerConfig;
 import org.peft4j.config.UniPeltConfig;
 import org.peft4j.config.VbLoraConfig;
 import org.peft4j.config.VeraConfig;
+import org.peft4j.config.WaveFtConfig;
 
 /**
  * Each method's Java config, built with the options of its golden case, against what PEFT wrote for that case: the
@@ -131,6 +132,8 @@ class TunerConfigsTest {
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("supertuning", "llama", SupertuningConfig.builder().sparsity(0.9).r(2).loraAlpha(3.0)
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("waveft", "gpt2", WaveFtConfig.builder().nFrequency(64).waveletFamily("db2")
+                        .targetModules("c_attn", "c_proj").fanInFanOut(true).initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
     }
