@@ -364,6 +364,11 @@ ROWS: list[Row] = _base_rows() + [
              target_modules=["q_proj", "o_proj"], init_weights=False)),
     Row("waveft_llama_no_idwt", "llama", "WAVEFT",
         dict(n_frequency=96, scaling=2.0, use_idwt=False, target_modules=["up_proj"], init_weights=False)),
+    # BEFT merges into the layer's bias: PEFT raises for llama's bias-free projections, so that row has no merge
+    Row("beft_llama", "llama", "BEFT", dict(target_modules=["q_proj", "v_proj"], init_weights=False),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("beft_bert", "bert", "BEFT", dict(target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right"),
     # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
     # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
     # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on

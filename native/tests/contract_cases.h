@@ -80,6 +80,8 @@ inline std::vector<GeneratedCase> generated_cases() {
            {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"waveft_gpt2", "gpt2",
            {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
+          // qwen2's query/key/value projections have biases, so BEFT merges there
+          {"beft_qwen2", "qwen2", {{"peft_type", "BEFT"}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
 }
 

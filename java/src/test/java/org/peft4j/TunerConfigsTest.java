@@ -22,6 +22,7 @@ import org.peft4j.config.AdaLoraConfig;
 import org.peft4j.config.AdapterBiasConfig;
 import org.peft4j.config.AdapterConfig;
 import org.peft4j.config.AdaptionPromptConfig;
+import org.peft4j.config.BeftConfig;
 import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
@@ -109,8 +110,8 @@ class TunerConfigsTest {
 
     /**
      * Every method without a row above (no golden case of its own, or one other tests check): the builder's config
-     * on a golden base model ("llama" or "gpt2") saves and loads back to the same logits, with the method's peft_type.
-     * A method is added here or above; ConfigCoverageTest fails for a registered method without a row.
+     * on a golden base model ("llama", "gpt2" or "qwen2") saves and loads back to the same logits, with the method's
+     * peft_type. A method is added here or above; ConfigCoverageTest fails for a registered method without a row.
      */
     static Stream<Arguments> generatedConfigs() {
         return Stream.of(
@@ -134,6 +135,8 @@ class TunerConfigsTest {
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("waveft", "gpt2", WaveFtConfig.builder().nFrequency(64).waveletFamily("db2")
                         .targetModules("c_attn", "c_proj").fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("beft", "qwen2", BeftConfig.builder().targetModules("q_proj", "v_proj")
+                        .initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
     }
