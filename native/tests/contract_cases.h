@@ -78,6 +78,7 @@ inline std::vector<GeneratedCase> generated_cases() {
            {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"supertuning_llama", "llama",
            {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"osf_llama", "llama", {{"peft_type", "OSF"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
           {"waveft_gpt2", "gpt2",
            {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
           // qwen2's query/key/value projections have biases, so BEFT merges there

@@ -39,6 +39,7 @@ import org.peft4j.config.MamConfig;
 import org.peft4j.config.MissConfig;
 import org.peft4j.config.MultiHeadParallelAdapterConfig;
 import org.peft4j.config.OftConfig;
+import org.peft4j.config.OsfConfig;
 import org.peft4j.config.PeanutConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
@@ -132,6 +133,8 @@ class TunerConfigsTest {
                 Arguments.of("peanut", "llama", PeanutConfig.builder().r(4).depth(1).actFn("gelu")
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("supertuning", "llama", SupertuningConfig.builder().sparsity(0.9).r(2).loraAlpha(3.0)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("osf", "llama", OsfConfig.builder().effectiveRank(8).rankPattern(Map.of("v_proj", 0.75))
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("waveft", "gpt2", WaveFtConfig.builder().nFrequency(64).waveletFamily("db2")
                         .targetModules("c_attn", "c_proj").fanInFanOut(true).initWeights(false).build()),
