@@ -350,7 +350,7 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
                 io[f"grad/{n}"] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
             peft_model.zero_grad(set_to_none=True)
         # the untrained model, for the sensitivity reruns (deepcopy: no RNG drawn, the reference run untouched)
-        pristine = copy.deepcopy(peft_model) if "train" in checks else None
+        pristine = _deepcopy(peft_model) if "train" in checks else None
         io.update(_train_and_merge(peft_model, batch, row, case))
         if pristine is not None:
             tol = _step3_tolerance(pristine, batch, row, case, io, seed)
@@ -358,6 +358,39 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
                 case["step3_tolerance"] = tol
 
     return _write_case(case_dir, case, io)
+
+
+def _deepcopy(peft_model):
+    """copy.deepcopy of a PEFT model, with the gradient hooks that deepcopy drops (tensor hooks are not copied)
+    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method."""
+    clone = copy.deepcopy(peft_model)
+    for module in clone.modules():
+        if hasattr(module, "osf_svd_params") and hasattr(module, "_attach_hooks"):
+            module.hook_handles = []
+            for adapter in module.osf_svd_params:
+                module._attach_hooks(adapter)
+    return clone
+
+
+def _osf_float64_svd(peft_model):
+    """OSF's frozen factors (U_low_init, S_low_init, V_low_init, U_high, V_high) set from an SVD of the base weight in
+    float64: PEFT does not save them, so an independent implementation recomputes them with its own SVD, whose
+    rounding moves the 3 steps of the rows that train OSF by more than a 1-ulp nudge of the trained factors does (up to
+    6e-5 on the tiny bert); the nudged reruns take this second, equally valid rounding of the same SVD."""
+    torch = _torch()
+    for module in peft_model.modules():
+        if not hasattr(module, "osf_svd_params"):
+            continue
+        weight = module.get_base_layer().weight.detach()
+        u, s, vt = torch.linalg.svd(weight.double(), full_matrices=False)
+        for adapter in module.osf_svd_params:
+            k = min(module.effective_rank[adapter], s.shape[0])
+            parts = {"_osf_U_low_init": u[:, k:], "_osf_S_low_init": s[k:], "_osf_V_low_init": vt[k:, :],
+                     "_osf_U_high": u[:, :k], "_osf_V_high": vt[:k, :]}
+            for name, value in parts.items():
+                frozen = getattr(module, name)
+                if adapter in frozen:
+                    frozen[adapter] = value.contiguous().to(weight.dtype)
 
 
 def _train_and_merge(peft_model, batch, row: Row, case: dict):
@@ -400,7 +433,8 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int):
     rtol = case["tolerance"]["rtol"]
     d_max, a_max, by_group = 0.0, 0.0, {}  # by_group: (group, direction) -> D
     for k in range(NUDGE_DIRECTIONS):
-        nudged = copy.deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
+        nudged = _deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
+        _osf_float64_svd(nudged)
         gen = torch.Generator().manual_seed(seed + SEED_NUDGE + k)
         with torch.no_grad():
             for _, p in nudged.named_parameters():

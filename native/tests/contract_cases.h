@@ -79,7 +79,17 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}},
           {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
           {"intrinsic_dimension_gpt2", "gpt2",
-           {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"c_attn", "c_proj", "c_fc"}}, {"intrinsic_dimension", 400}}}};
+           {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"c_attn", "c_proj", "c_fc"}}, {"intrinsic_dimension", 400}}},
+          // HF PEFT 0.21's methods of issue 20 (their live parity rows are in python-parity/table.py)
+          {"peanut_llama", "llama",
+           {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"supertuning_llama", "llama",
+           {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"osf_llama", "llama", {{"peft_type", "OSF"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          {"waveft_gpt2", "gpt2",
+           {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
+          // qwen2's query/key/value projections have biases, so BEFT merges there
+          {"beft_qwen2", "qwen2", {{"peft_type", "BEFT"}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

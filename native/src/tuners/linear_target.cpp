@@ -1,5 +1,6 @@
 #include "peft4j/tuners/linear_target.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
@@ -82,6 +83,12 @@ void share_projections(torch::nn::Module& tuner_module, models::Model& model, co
   model_level_dict(tuner_module, prefix + "_B")->put_buffer(ctx.adapter, b, persistent);
   ctx.shared[prefix + "_A"] = a;
   ctx.shared[prefix + "_B"] = b;
+}
+
+at::Tensor seeded_locations(int64_t rows, int64_t cols, int64_t count, int64_t seed) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  at::Tensor chosen = at::randperm(rows * cols, generator, at::kLong).slice(0, 0, count);
+  return at::stack({at::div(chosen, cols, "floor"), at::remainder(chosen, cols)});
 }
 
 bool upcast_on_cpu(const at::Tensor& t) {

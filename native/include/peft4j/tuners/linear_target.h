@@ -57,6 +57,12 @@ class LinearDeltaLayer : public WeightDeltaLayer {
 void share_projections(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                        InjectContext& ctx, const std::string& prefix, at::Tensor a, at::Tensor b);
 
+// PEFT's seeded locations in an out × in matrix (FourierFT's frequencies, WaveFT's wavelet coefficients): the first
+// `count` entries of randperm(rows·cols) from a fresh CPU generator seeded with `seed`, as [2, count] (row, column).
+// libtorch 1.13's CPU randperm gives torch 2.11's permutation (checked for 2048, 4096 and 100000 elements, and by the
+// FourierFT and WaveFT parity rows).
+at::Tensor seeded_locations(int64_t rows, int64_t cols, int64_t count, int64_t seed);
+
 // Low-precision CPU tensors are computed in f32 (CPU bf16/f16 matmuls are slow), as PEFT's get_delta_weight does.
 bool upcast_on_cpu(const at::Tensor& t);
 

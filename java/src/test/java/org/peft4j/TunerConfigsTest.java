@@ -22,6 +22,7 @@ import org.peft4j.config.AdaLoraConfig;
 import org.peft4j.config.AdapterBiasConfig;
 import org.peft4j.config.AdapterConfig;
 import org.peft4j.config.AdaptionPromptConfig;
+import org.peft4j.config.BeftConfig;
 import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
@@ -41,7 +42,9 @@ import org.peft4j.config.MamConfig;
 import org.peft4j.config.MissConfig;
 import org.peft4j.config.MultiHeadParallelAdapterConfig;
 import org.peft4j.config.OftConfig;
+import org.peft4j.config.OsfConfig;
 import org.peft4j.config.PafiConfig;
+import org.peft4j.config.PeanutConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
@@ -49,11 +52,13 @@ import org.peft4j.config.PstConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
+import org.peft4j.config.SupertuningConfig;
 import org.peft4j.config.TrainableTokensConfig;
 import org.peft4j.config.TunerConfig;
 import org.peft4j.config.UniPeltConfig;
 import org.peft4j.config.VbLoraConfig;
 import org.peft4j.config.VeraConfig;
+import org.peft4j.config.WaveFtConfig;
 
 /**
  * Each method's Java config, built with the options of its golden case, against what PEFT wrote for that case: the
@@ -111,8 +116,8 @@ class TunerConfigsTest {
 
     /**
      * Every method without a row above (no golden case of its own, or one other tests check): the builder's config
-     * on a golden base model ("llama" or "gpt2") saves and loads back to the same logits, with the method's peft_type.
-     * A method is added here or above (the methods no PEFT library has: in peft4jMethodConfigs, on llama);
+     * on a golden base model ("llama", "gpt2" or "qwen2") saves and loads back to the same logits, with the method's
+     * peft_type. A method is added here or above (the methods no PEFT library has: in peft4jMethodConfigs, on llama);
      * ConfigCoverageTest fails for a registered method without a row.
      */
     static Stream<Arguments> generatedConfigs() {
@@ -131,6 +136,16 @@ class TunerConfigsTest {
                 Arguments.of("layer_freezing", "llama", LayerFreezingConfig.topLayers(1)),
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
+                Arguments.of("peanut", "llama", PeanutConfig.builder().r(4).depth(1).actFn("gelu")
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("supertuning", "llama", SupertuningConfig.builder().sparsity(0.9).r(2).loraAlpha(3.0)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("osf", "llama", OsfConfig.builder().effectiveRank(8).rankPattern(Map.of("v_proj", 0.75))
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("waveft", "gpt2", WaveFtConfig.builder().nFrequency(64).waveletFamily("db2")
+                        .targetModules("c_attn", "c_proj").fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("beft", "qwen2", BeftConfig.builder().targetModules("q_proj", "v_proj")
+                        .initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
