@@ -252,6 +252,9 @@ ROWS: list[Row] = _base_rows() + [
     Row("lora_t5_regex", "t5", "LORA",
         lora(target_modules=r".*encoder\..*\.(q|k)|.*decoder\..*EncDecAttention\.(v|o)|.*DenseReluDense\.wo"),
         padding="right"),
+    # LoRA on lm_head: PEFT saves its base weight (lm_head.base_layer.weight) beside the adapter
+    Row("lora_llama_lm_head", "llama", "LORA", lora(target_modules=["q_proj", "lm_head"])),
+    Row("lora_mistral_lm_head", "mistral", "LORA", lora(target_modules=["v_proj", "lm_head"])),
     # --- the other weight-based tuners (issue 6): each on llama and one other arch, its main options.
     # init_weights=False (random, non-identity) unless a row tests the identity init; dropouts stay 0 (PEFT's
     # dropout masks come from torch's global RNG and are not reproduced).

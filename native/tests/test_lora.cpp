@@ -137,6 +137,22 @@ TEST(Lora, NewAdapterStartsAtIdentityAndCountsTrainableParameters) {
   EXPECT_EQ(model->trainable_parameter_count(), expected);
 }
 
+TEST(Lora, TargetedLmHeadSavesItsBaseWeightAsPeftDoes) {
+  // PEFT's save_embedding_layers="auto": lm_head named in target_modules saves lm_head.base_layer.weight too.
+  auto model = peft("llama");
+  at::Tensor lm_head = model->base_model().named_parameters()["lm_head.weight"].clone();
+  model->add_adapter("default", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj", "lm_head"}}});
+  auto state = model->adapter_state_dict("default");
+  ASSERT_TRUE(state.count("base_model.model.lm_head.base_layer.weight"));
+  EXPECT_TRUE(at::equal(state.at("base_model.model.lm_head.base_layer.weight"), lm_head));
+  EXPECT_TRUE(state.count("base_model.model.lm_head.lora_A.weight"));
+  // Not when the embedding is not named (all-linear skips lm_head; q_proj only).
+  auto plain = peft("llama");
+  plain->add_adapter("default", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj"}}});
+  for (const auto& [key, t] : plain->adapter_state_dict("default"))
+    EXPECT_EQ(key.find("base_layer"), std::string::npos) << key;
+}
+
 TEST(Lora, SeqClsAdapterTrainsTheClassificationHeadAsPeftDoes) {
   // PEFT's saved config of the golden case lists the heads PEFT added itself; given the user's config without them,
   // the model adds them the same way, so the trainable count is PEFT's.
