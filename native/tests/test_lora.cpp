@@ -137,6 +137,33 @@ TEST(Lora, NewAdapterStartsAtIdentityAndCountsTrainableParameters) {
   EXPECT_EQ(model->trainable_parameter_count(), expected);
 }
 
+TEST(Lora, LoraBiasTrainsBsBiasAndMergesItIntoTheBaseBias) {
+  auto batch = io("lora_llama_all");
+  auto model = peft("gpt2");  // Conv1D layers have biases
+  auto before = model->base_model().named_parameters()["transformer.h.0.attn.c_attn.bias"].clone();
+  nlohmann::json config = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"c_attn", "c_fc"}},
+                           {"fan_in_fan_out", true}, {"lora_bias", true}, {"init_lora_weights", false}};
+  model->add_adapter("default", config);
+  auto state = model->adapter_state_dict("default");
+  at::Tensor b_bias = state.at("base_model.model.transformer.h.0.attn.c_attn.lora_B.bias");
+  EXPECT_EQ(b_bias.sizes(), at::IntArrayRef({192}));
+  at::Tensor unmerged = logits(*model, batch);
+  model->merge();
+  at::Tensor merged_bias = model->base_model().named_parameters()["transformer.h.0.attn.c_attn.base_layer.bias"];
+  EXPECT_TRUE(at::allclose(merged_bias, before + 2.0 * b_bias, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(logits(*model, batch), unmerged, 1e-4, 1e-5));
+  model->unmerge();
+  EXPECT_TRUE(at::allclose(merged_bias, before, 1e-5, 1e-6));
+  // A layer without a bias cannot take B's bias (PEFT warns when adding, refuses when merging).
+  auto llama = peft("llama");
+  config["target_modules"] = {"q_proj"};
+  config["fan_in_fan_out"] = false;
+  llama->add_adapter("default", config);
+  expect_message([&] { llama->merge(); }, peft4j::ErrorKind::Unsupported, "no bias");
+  config["use_dora"] = true;
+  expect_message([&] { llama->add_adapter("dora", config); }, peft4j::ErrorKind::InvalidArgument, "'lora_bias'");
+}
+
 TEST(Lora, TargetedLmHeadSavesItsBaseWeightAsPeftDoes) {
   // PEFT's save_embedding_layers="auto": lm_head named in target_modules saves lm_head.base_layer.weight too.
   auto model = peft("llama");

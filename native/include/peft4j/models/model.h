@@ -130,6 +130,13 @@ class Model : public torch::nn::Module {
   // Whether forward() may be asked for a KV cache (use_cache): false while an adapter computes something from the
   // whole sequence at once (UniPELT's gates), so generate() recomputes the sequence each step instead.
   virtual bool supports_kv_cache() const { return true; }
+  // PEFT's replicate_layers (LoRA's layer_replication, layer_replication.h): the layer stack rebuilt from `map`,
+  // repeated layers sharing their weights; num_layers() and config()'s num_hidden_layers follow. Families without
+  // one layer list (GPT-2's "h" sits under "transformer", T5 has two) refuse it, as PEFT does.
+  virtual void replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) {
+    fail(ErrorKind::Unsupported, "layer_replication: could not locate the layers of " + model_type() +
+                                     " (PEFT replicates Llama-, Bert- and Falcon-like layer lists)");
+  }
 };
 
 // The model's self-attention layers in module order, with their module paths ("model.layers.0.self_attn").
