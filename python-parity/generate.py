@@ -346,7 +346,7 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     if "generate" in checks and row.task == "causal-lm":
         io["greedy_ids"] = _greedy(run, batch)
 
-    if peft_model is not None and ("grad" in checks or "train" in checks):
+    if peft_model is not None and ("grad" in checks or "train" in checks or "merge" in checks):
         params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         if "grad" in checks:
             for n, p in params.items():
