@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 from case_format import BASE_ADAPTER, MAX_NEW_TOKENS, NONE
-from table import ARCHS, MODELS, ROWS, Row, list_rows
+from table import ARCHS, MODELS, ROWS, BatchTokens, Row, list_rows
 from verify import verify
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,11 +184,14 @@ def _merged_available(method, peft_config):
     return not peft_config.is_prompt_learning and method != "ADAPTION_PROMPT"
 
 
-def _peft_config(row: Row, **overrides):
+def _peft_config(row: Row, batch=None, **overrides):
     import peft
 
     cfg_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[row.method]
     kwargs = {"task_type": TASK_TYPES[row.task], **(row.peft or {}), **overrides}
+    for k, v in kwargs.items():  # values drawn from the row's batch (table.BatchTokens)
+        if isinstance(v, BatchTokens):
+            kwargs[k] = [int(t) for t in batch["input_ids"][v.row, v.start:v.end]]
     if kwargs.get("prompt_tuning_init") == "TEXT" and "tokenizer_name_or_path" not in kwargs:
         kwargs["tokenizer_name_or_path"] = _text_init_tokenizer()
     return cfg_cls(**kwargs)
@@ -299,19 +302,25 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     if row.method != NONE:
         import peft
 
-        peft_config = _peft_config(row)
-        torch.manual_seed(seed + SEED_ADAPTER)
-        peft_model = peft.get_peft_model(model, peft_config)
-        peft_model.eval()
-        adapter_dir = case_dir / "adapter"
-        peft_model.save_pretrained(adapter_dir)  # before training: the adapter is the initial one
-        for extra in ("README.md",):  # PEFT's model card; the format holds only config + weights
-            (adapter_dir / extra).unlink(missing_ok=True)
+        peft_config = _peft_config(row, batch)
+        if row.arrow is not None:
+            peft_model, adapter_rel = _arrow_model(row, batch, seed, out_dir, case_dir, case)
+            case["adapter"] = adapter_rel
+        else:
+            torch.manual_seed(seed + SEED_ADAPTER)
+            peft_model = peft.get_peft_model(model, peft_config)
+            peft_model.eval()
+            adapter_dir = case_dir / "adapter"
+            peft_model.save_pretrained(adapter_dir)  # before training: the adapter is the initial one
+            for extra in ("README.md",):  # PEFT's model card; the format holds only config + weights
+                (adapter_dir / extra).unlink(missing_ok=True)
+            case["adapter"] = "adapter"
+        peft_config = peft_model.active_peft_config
         trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         merged_available = _merged_available(row.method, peft_config)
         if getattr(peft_config, "prompt_tuning_init", None) == "TEXT":
             case["prompt_tuning_init_token_ids"] = _text_init_token_ids(peft_config)
-        case.update({"adapter": "adapter", "io": "io.safetensors",
+        case.update({"io": "io.safetensors",
                      "trainable_params": int(sum(p.numel() for p in trainable.values())),
                      "merged_available": bool(merged_available and "merge" in checks)})
         if "train" in checks:
@@ -337,7 +346,7 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     if "generate" in checks and row.task == "causal-lm":
         io["greedy_ids"] = _greedy(run, batch)
 
-    if peft_model is not None and ("grad" in checks or "train" in checks):
+    if peft_model is not None and ("grad" in checks or "train" in checks or "merge" in checks):
         params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         if "grad" in checks:
             for n, p in params.items():
@@ -349,7 +358,14 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
             for n, p in params.items():
                 io[f"grad/{n}"] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
             peft_model.zero_grad(set_to_none=True)
-        # the untrained model, for the sensitivity reruns (deepcopy: no RNG drawn, the reference run untouched)
+        # the untrained model, for the sensitivity reruns (deepcopy: no RNG drawn, the reference run untouched);
+        # buffers that keep autograd history (MonteCLoRA's sampler holds its last draws so) cannot be deep-copied and
+        # are detached first, which changes no value
+        if "train" in checks:
+            for module in peft_model.modules():
+                for key, buf in module._buffers.items():
+                    if buf is not None and buf.grad_fn is not None:
+                        module._buffers[key] = buf.detach()
         pristine = _deepcopy(peft_model) if "train" in checks else None
         io.update(_train_and_merge(peft_model, batch, row, case))
         if pristine is not None:
@@ -391,6 +407,36 @@ def _osf_float64_svd(peft_model):
                 frozen = getattr(module, name)
                 if adapter in frozen:
                     frozen[adapter] = value.contiguous().to(weight.dtype)
+
+
+def _arrow_model(row: Row, batch, seed: int, out_dir: Path, case_dir: Path, case: dict):
+    """Row.arrow: the experts (each a LoRA from get_peft_model on a fresh copy of the base model, seeded
+    seed + SEED_ADAPTER + k), saved under adapters/task_<i> and adapters/gks_<i>, then PEFT's create_arrow_model
+    over them; the router is saved under adapters/arrow_router. Returns the model and the router's folder."""
+    torch = _torch()
+    import peft
+    from peft.tuners.lora.arrow import create_arrow_model
+
+    a, root = row.arrow, case_dir / "adapters"
+    experts, paths = {}, {"task": [], "gks": []}
+    for kind, overrides in (("task", a.tasks), ("gks", a.general)):
+        for i, extra in enumerate(overrides):
+            name = f"{kind}_{i}"
+            base = build_model(row.model, seed, out_dir, write=False)
+            torch.manual_seed(seed + SEED_ADAPTER + len(experts))
+            expert = peft.get_peft_model(base, _peft_config(row, batch, **extra))
+            expert.save_pretrained(root / name)
+            (root / name / "README.md").unlink(missing_ok=True)
+            experts[name] = f"adapters/{name}"
+            paths[kind].append(str(root / name))
+    base = build_model(row.model, seed, out_dir, write=False)
+    config = peft.tuners.lora.config.ArrowConfig(**a.config)
+    model = create_arrow_model(base, paths["task"], config, general_adapter_paths=paths["gks"] or None)
+    model.save_pretrained(root, selected_adapters=["arrow_router"])
+    for card in root.rglob("README.md"):
+        card.unlink()
+    case["expert_adapters"] = experts
+    return model.eval(), "adapters/arrow_router"
 
 
 def _train_and_merge(peft_model, batch, row: Row, case: dict):

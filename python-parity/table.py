@@ -132,6 +132,17 @@ class Multi:
 
 
 @dataclass(frozen=True)
+class Arrow:
+    """An Arrow router (LoRA's arrow_config) over a library of LoRA experts: each of `tasks` (and, for GenKnowSub,
+    `general`) is a LoRA adapter made by get_peft_model with the row's `peft` plus these overrides, saved under
+    adapters/task_<i> (gks_<i>); PEFT's create_arrow_model then loads them and adds the router "arrow_router" with
+    ArrowConfig(**config)."""
+    tasks: tuple
+    general: tuple = ()
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Row:
     name: str
     model: str  # key of MODELS
@@ -142,6 +153,7 @@ class Row:
     ignore_labels: int = 0  # seq2seq: last n labels of row 1 set to -100
     tolerance: dict = field(default_factory=lambda: dict(F32_TOLERANCE))
     multi: Optional[Multi] = None  # several named adapters (`peft` then holds what they share)
+    arrow: Optional[Arrow] = None  # an Arrow router over expert adapters (`peft` then holds what the experts share)
 
     @property
     def arch(self):
@@ -176,6 +188,15 @@ def _base_rows():
              Row("base_t5_s2", "t5_s2", padding="right", ignore_labels=2),
              Row("base_t5_bf16", "t5_bf16", padding="right")]
     return rows
+
+
+@dataclass(frozen=True)
+class BatchTokens:
+    """A config value made of the row's own batch: input_ids[row, start:end] as a list (aLoRA's invocation
+    tokens, so that the batch holds them whatever the seed). generate.py resolves it once the batch is drawn."""
+    row: int
+    start: int
+    end: int
 
 
 def lora(**kw):
@@ -252,6 +273,76 @@ ROWS: list[Row] = _base_rows() + [
     Row("lora_t5_regex", "t5", "LORA",
         lora(target_modules=r".*encoder\..*\.(q|k)|.*decoder\..*EncDecAttention\.(v|o)|.*DenseReluDense\.wo"),
         padding="right"),
+    # LoRA on lm_head: PEFT saves its base weight (lm_head.base_layer.weight) beside the adapter
+    Row("lora_llama_lm_head", "llama", "LORA", lora(target_modules=["q_proj", "lm_head"])),
+    Row("lora_mistral_lm_head", "mistral", "LORA", lora(target_modules=["v_proj", "lm_head"])),
+    # --- LoRA's variants and options of PEFT 0.21 (issue 21), each on llama and another family
+    # lora_bias: B has a trained bias, merged into the base bias (layers with a bias: llama_s3's attention, gpt2)
+    Row("lora_llama_s3_lora_bias", "llama_s3", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_bias=True)),
+    Row("lora_gpt2_lora_bias", "gpt2", "LORA", lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, lora_bias=True)),
+    # aLoRA: the adapter acts from the last occurrence of the invocation tokens on (here two tokens of row 0, so
+    # row 0 is adapted from position 4 and row 1, which lacks them, is the base model's); it does not merge
+    Row("lora_llama_alora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], alora_invocation_tokens=BatchTokens(0, 4, 6)),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lora_gpt2_alora", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, alora_invocation_tokens=BatchTokens(0, 5, 8)),
+        checks=("forward", "base", "generate", "grad", "train")),
+    # BD-LoRA: A block-diagonal for q/k/v/up (and bert's query/value), B for o/down (bert's output dense)
+    Row("lora_llama_bdlora", "llama", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+             use_bdlora=dict(target_modules_bd_a=["q_proj", "k_proj", "v_proj", "up_proj"],
+                             target_modules_bd_b=["o_proj", "down_proj"], nblocks=2))),
+    Row("lora_bert_bdlora", "bert", "LORA",
+        lora(target_modules=["query", "value", "attention.output.dense"],
+             use_bdlora=dict(target_modules_bd_a=["query", "value"], target_modules_bd_b=["output.dense"], nblocks=4)),
+        padding="right"),
+    # KaSA: the base weight loses its r smallest singular components; ΔW = s·B·diag(lora_diag)·A
+    Row("lora_llama_kasa", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "o_proj"], kasa_config=dict(beta=1e-4, gamma=1e-3))),
+    Row("lora_bert_kasa", "bert", "LORA", lora(target_modules=["query", "value"], kasa_config={}), padding="right"),
+    # VeLoRA: A's weight gradient from compressed inputs (groups of 8; gpt2: 6 groups of 11, zero-padded)
+    Row("lora_llama_velora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], velora_config=dict(num_groups=8))),
+    Row("lora_gpt2_velora_once", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_proj"], fan_in_fan_out=True,
+             velora_config=dict(num_groups=6, scale=0.5, init_type="batch_average_once"))),
+    # MonteCLoRA: its training draws are random (in PEFT too); with one sample and sample_scaler 0 the draws leave A
+    # unchanged (one softmax weight of exactly 1, zero perturbation), so training compares exactly; with the
+    # defaults, evaluation (which draws nothing) and merging are compared
+    Row("lora_llama_monteclora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj"], monteclora_config=dict(num_samples=1, sample_scaler=0.0))),
+    Row("lora_gpt2_monteclora", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
+             monteclora_config=dict(num_samples=1, sample_scaler=0.0, use_entropy=True))),
+    Row("lora_qwen2_monteclora_eval", "qwen2", "LORA",
+        lora(target_modules=["q_proj", "o_proj"], monteclora_config=dict(buffer_size=2)),
+        checks=("forward", "base", "generate", "merge")),
+    # Arrow: a router over task experts (top-k by |token · prototype|), with GenKnowSub subtracting the general
+    # experts' mean; inference only (the router's own A and B never reach the loss, so PEFT cannot train it) and
+    # PEFT refuses to merge it
+    Row("lora_llama_arrow_gks", "llama", "LORA", lora(target_modules=["q_proj", "v_proj", "down_proj"]),
+        checks=("forward", "base", "generate"),
+        arrow=Arrow(tasks=({}, {"lora_alpha": 4}, {"lora_alpha": 16}), general=({}, {}),
+                    config=dict(top_k=2, router_temperature=0.5, use_gks=True, rng_seed=7))),
+    Row("lora_gpt2_arrow", "gpt2", "LORA", lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True),
+        checks=("forward", "base", "generate"),
+        arrow=Arrow(tasks=({}, {}, {}, {}), config=dict(top_k=3, rng_seed=3))),
+    # layer_replication: the layer stack rebuilt from ranges, repeated layers sharing their weights, each copy with
+    # its own adapter; merging is left out (copies share the weight their deltas would go into; PEFT means to refuse
+    # it, but its check looks the field up among the adapter names and never fires)
+    Row("lora_llama_layer_replication", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], layer_replication=[[0, 2], [1, 2]]),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lora_bert_layer_replication", "bert", "LORA",
+        lora(target_modules=["query", "value"], layer_replication=[[0, 1], [0, 2]]), padding="right",
+        checks=("forward", "base", "grad", "train")),
+    # target_parameters: LoRA on a parameter (target_modules=[], so that no module is wrapped besides)
+    Row("lora_llama_target_parameters", "llama", "LORA",
+        lora(target_modules=[], target_parameters=["self_attn.q_proj.weight", "mlp.down_proj.weight"])),
+    Row("lora_gpt2_target_parameters", "gpt2", "LORA",
+        lora(target_modules=[], target_parameters=["attn.c_attn.weight", "mlp.c_fc.weight"])),
     # --- the other weight-based tuners (issue 6): each on llama and one other arch, its main options.
     # init_weights=False (random, non-identity) unless a row tests the identity init; dropouts stay 0 (PEFT's
     # dropout masks come from torch's global RNG and are not reproduced).

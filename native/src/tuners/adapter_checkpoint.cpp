@@ -148,21 +148,35 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
         add(model_prefix + path + ".base_layer.bias", model_prefix + path + ".base_layer.bias", *b, true, true);
     }
   }
-  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"), whatever the method wrapping
-  // it, except for trainable tokens.
-  if (auto targets = config.contains("target_modules") && config["target_modules"].is_array()
-                         ? config_strings(config, "target_modules")
-                         : std::nullopt) {
-    bool embedding_targeted = std::count(targets->begin(), targets->end(), "embed_tokens") ||
-                              std::count(targets->begin(), targets->end(), "lm_head");
-    if (embedding_targeted && config.value("peft_type", std::string()) != "TRAINABLE_TOKENS")
-      for (const auto& path : lora_layer_paths) {
-        auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
-        if (layer && dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()))
-          add(model_prefix + path + ".base_layer.weight", model_prefix + path + ".base_layer.weight",
-              layer->base_layer()->named_parameters(false)["weight"], false, false);
-      }
-  }
+  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"): when target_modules names
+  // embed_tokens or lm_head (a regular expression matching a module so named), the base weight of the wrapped input
+  // embedding and of a wrapped lm_head, whatever the method, except with trainable tokens (TRAINABLE_TOKENS, LoRA's
+  // trainable_token_indices), whose point is to save little.
+  auto last_name = [](const std::string& path) { return path.substr(path.rfind('.') + 1); };
+  const bool embedding_name_targeted = [&] {
+    if (!config.contains("target_modules")) return false;
+    const auto& targets = config["target_modules"];
+    if (targets.is_array())
+      return std::any_of(targets.begin(), targets.end(), [](const nlohmann::json& t) {
+        return t == "embed_tokens" || t == "lm_head";
+      });
+    if (!targets.is_string() || targets == "all-linear") return false;
+    return std::any_of(lora_layer_paths.begin(), lora_layer_paths.end(), [&](const std::string& path) {
+      return last_name(path) == "embed_tokens" || last_name(path) == "lm_head";
+    });
+  }();
+  const bool trainable_tokens = config.value("peft_type", std::string()) == "TRAINABLE_TOKENS" ||
+                                (config.contains("trainable_token_indices") && !config["trainable_token_indices"].is_null());
+  if (embedding_name_targeted && !trainable_tokens)
+    for (const auto& path : lora_layer_paths) {
+      auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
+      if (!layer) continue;
+      const bool embedding = dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()) != nullptr;
+      const bool output = path == "lm_head" && dynamic_cast<torch::nn::LinearImpl*>(layer->base_layer().get());
+      if (embedding || output)
+        add(model_prefix + path + ".base_layer.weight", model_prefix + path + ".base_layer.weight",
+            layer->base_layer()->named_parameters(false)["weight"], false, false);
+    }
   return out;
 }
 

@@ -96,10 +96,16 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   const Tuner& tuner = tuner_for(input["peft_type"].get<std::string>());
   nlohmann::json config = tuner.resolve_for_model(tuner.normalize_config(input), *base_);
   add_classification_head(config);
+  tuner.prepare_model(config, *base_, !adapters_.empty());
   tuner.check_model(config, *base_);
   if (!adapters_.empty() && adapters_.begin()->second.tuner != &tuner)
     fail(ErrorKind::Unsupported, "this model carries " + adapters_.begin()->second.tuner->peft_type() +
                                      " adapters; adding a " + tuner.peft_type() + " adapter to it is not supported");
+  {
+    std::map<std::string, nlohmann::json> existing;
+    for (const auto& [n, a] : adapters_) existing[n] = a.config;
+    tuner.check_with_existing(config, existing);
+  }
 
   // Modules inside existing adapter layers (their lora_A, base_layer, ...) are never targets themselves.
   std::vector<std::string> layer_paths;
@@ -109,7 +115,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   if (!level)
     for (const auto& key : find_target_modules(*base_, config, [&](const torch::nn::Module& m) { return tuner.can_wrap(m); }))
       if (!under_any(key, layer_paths)) targets.push_back(key);
-  if (!level && targets.empty())
+  if (!level && targets.empty() && !tuner.targets_beyond_modules(config))
     fail(ErrorKind::InvalidArgument, "target modules " + config["target_modules"].dump() + " not found in the base model (" +
                                          base_->model_type() + "); check target_modules");
 
@@ -238,6 +244,9 @@ int64_t PeftModel::trainable_parameter_count() const {
 void PeftModel::merge(const std::vector<std::string>& adapters) {
   std::vector<std::string> names = adapters.empty() ? state_->active : adapters;
   for (const auto& n : names)
+    if (std::string why = adapter(n).tuner->merge_refusal(adapter(n).config); !why.empty())
+      fail(ErrorKind::Unsupported, why);
+  for (const auto& n : names)
     if (as_model_level(*adapter(n).tuner))
       fail(ErrorKind::Unsupported, adapter(n).tuner->peft_type() +
                                        " adapters cannot be merged into the base weights: they act on the model as a whole "
@@ -245,8 +254,7 @@ void PeftModel::merge(const std::vector<std::string>& adapters) {
                                        "base model expresses");
   auto layers = adapter_layers();
   for (const auto& [path, layer] : layers)
-    if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge())
-      fail(ErrorKind::Unsupported, layer->peft_type() + " adapters cannot be merged into the base weights");
+    if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge()) fail(ErrorKind::Unsupported, layer->merge_refusal());
   for (const auto& [path, layer] : layers)
     if (!dynamic_cast<ModulesToSaveLayer*>(layer)) layer->merge(names);
 }
@@ -296,6 +304,11 @@ models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   // Prompt learning rewrites the inputs (virtual tokens, prefixes) for the active adapter, as PEFT's forward does.
   models::ModelInputs adapted;
   const models::ModelInputs* use = &inputs;
+  // Also while disabled: what an adapter tracks over a KV cache then starts from the base model's forward.
+  for (const auto& name : state_->active) {
+    const Adapter& a = adapter(name);
+    a.tuner->before_forward(name, a.config, inputs, at::Tensor(), *state_);
+  }
   if (!state_->disabled)
     for (const auto& name : state_->active) {
       const Adapter& a = adapter(name);
@@ -355,6 +368,16 @@ models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, 
     AdapterState& s;
     ~Reset() { s.row_adapters = nullptr; }
   } reset{*state_};
+  std::vector<std::string> unique;
+  for (const auto& n : rows)
+    if (n != "__base__" && std::find(unique.begin(), unique.end(), n) == unique.end()) unique.push_back(n);
+  for (const auto& n : unique) {
+    std::vector<int64_t> indices;
+    for (size_t i = 0; i < rows.size(); ++i)
+      if (rows[i] == n) indices.push_back(static_cast<int64_t>(i));
+    const Adapter& a = adapter(n);
+    a.tuner->before_forward(n, a.config, inputs, at::tensor(indices, at::TensorOptions().dtype(at::kLong)), *state_);
+  }
   state_->row_adapters = &rows;
   return base_->forward(inputs);
 }

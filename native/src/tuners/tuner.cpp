@@ -105,9 +105,7 @@ at::Tensor AdapterLayer::forward(const at::Tensor& x) {
     return base_forward(x);
   }
   if (state_->row_adapters) {
-    if (!routes_mixed_batches())
-      fail(ErrorKind::Unsupported, peft_type() + " adapters do not support mixed batches (one adapter per row): PEFT "
-                                                 "0.21 routes them for LoRA only; run one forward per adapter instead");
+    if (!routes_mixed_batches()) fail(ErrorKind::Unsupported, mixed_batch_refusal());
     if (!merged_.empty())
       fail(ErrorKind::InvalidArgument, "a mixed batch cannot run while adapters are merged into the weights; unmerge first");
     return mixed_forward(x, *state_->row_adapters);
@@ -144,7 +142,7 @@ at::Tensor AdapterLayer::mixed_forward(const at::Tensor& x, const std::vector<st
 }
 
 void AdapterLayer::merge(const std::vector<std::string>& adapters) {
-  if (!can_merge()) fail(ErrorKind::Unsupported, peft_type() + " adapters cannot be merged into the base weights");
+  if (!can_merge()) fail(ErrorKind::Unsupported, merge_refusal());
   for (const auto& adapter : adapters) {
     if (!has_adapter(adapter) || std::count(merged_.begin(), merged_.end(), adapter)) continue;
     merge_adapter(adapter);

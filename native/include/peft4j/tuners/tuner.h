@@ -33,6 +33,15 @@ struct AdapterState {
   std::vector<std::string> active;                        // adapters that act, in order
   bool disabled = false;                                  // PEFT's disable_adapter(): the base model alone
   const std::vector<std::string>* row_adapters = nullptr;  // mixed batch: one adapter name (or "__base__") per row
+  // aLoRA (lora_alora.cpp), set by Tuner::before_forward per adapter for the batch rows routed to it: how many
+  // trailing tokens of this forward's input it acts on ([rows] long; absent: none), and what carries over a KV cache
+  // (the rows whose invocation a forward over the cache found, and the cache length after it).
+  struct ALoraRows {
+    at::Tensor offsets;
+    at::Tensor invoked;
+    int64_t cache_length = 0;
+  };
+  std::map<std::string, ALoraRows> alora;
 };
 
 // PEFT's nn.ModuleDict / nn.ParameterDict keyed by adapter name, so that keys read
@@ -75,6 +84,8 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // Merging folds an adapter into the base weight. Methods that cannot merge keep these defaults, which
   // raise Error(Unsupported) naming the method.
   virtual bool can_merge() const { return false; }
+  // What a refused merge says (Error(Unsupported)): the method's reason.
+  virtual std::string merge_refusal() const { return peft_type() + " adapters cannot be merged into the base weights"; }
   // Virtual for methods that merge under rules of their own (LN tuning: one adapter at a time).
   virtual void merge(const std::vector<std::string>& adapters);
   void unmerge();
@@ -90,6 +101,10 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // only and drops the argument elsewhere; rather than give other numbers than PEFT, or the same numbers while
   // ignoring the request, a layer that does not route refuses a mixed batch (Error(Unsupported) naming the method).
   virtual bool routes_mixed_batches() const { return true; }
+  virtual std::string mixed_batch_refusal() const {
+    return peft_type() + " adapters do not support mixed batches (one adapter per row): PEFT 0.21 routes them for "
+                         "LoRA only; run one forward per adapter instead";
+  }
 
   // The module the layer wraps, its child name, and its forward.
   std::shared_ptr<torch::nn::Module> base_layer() const;
@@ -212,6 +227,23 @@ class Tuner {
   // PEFT's add_weighted_adapter for this method's adapters (all of request.adapters are this method's); the default
   // raises Error(Unsupported) naming the method.
   virtual void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const;
+  // Before each forward of the model in which adapter `adapter` acts on the batch rows `rows` (indices, ascending;
+  // every row when undefined): what its layers need to know about the inputs goes into `state` (aLoRA's offsets).
+  virtual void before_forward(const std::string& adapter, const nlohmann::json& config,
+                              const models::ModelInputs& inputs, const at::Tensor& rows, AdapterState& state) const {}
+  // PEFT's _prepare_model: changes the base model before targets are matched (LoRA's layer_replication).
+  // `has_adapters`: whether the model already carries adapters.
+  virtual void prepare_model(const nlohmann::json& config, models::Model& model, bool has_adapters) const {}
+  // Why adapter `config` cannot be merged into the base weights whatever its layers (LoRA with replicated layers,
+  // whose copies share their weights); empty when nothing at model level stops it.
+  virtual std::string merge_refusal(const nlohmann::json& config) const { return ""; }
+  // Whether the config targets more than modules (LoRA's target_parameters), so that an adapter matching no target
+  // module is not an error here; prepare() then wraps what else it targets.
+  virtual bool targets_beyond_modules(const nlohmann::json& config) const { return false; }
+  // Checks that adapter `config` may join a model that already carries `existing` (name -> config) of this method,
+  // before anything is touched (KaSA cannot share a model with other adapters).
+  virtual void check_with_existing(const nlohmann::json& config,
+                                   const std::map<std::string, nlohmann::json>& existing) const {}
 };
 
 // The layer of methods whose update is an additive ΔW on the wrapped module's weight (LoRA's family, LyCORIS, VeRA,

@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Iterator;
+import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.stream.Stream;
@@ -123,6 +124,24 @@ class TunerConfigsTest {
     static Stream<Arguments> generatedConfigs() {
         return Stream.concat(Stream.of(
                 Arguments.of("lora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj").build()),
+                Arguments.of("lora_bias", "gpt2", LoraConfig.builder().r(4).targetModules("c_attn").loraBias(true)
+                        .initLoraWeights(false).build()),
+                Arguments.of("alora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .taskType("CAUSAL_LM").aloraInvocationTokens(3, 4).initLoraWeights(false).build()),
+                Arguments.of("bdlora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "o_proj")
+                        .useBdlora(List.of("q_proj"), List.of("o_proj"), 2, true).initLoraWeights(false).build()),
+                Arguments.of("kasa", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .kasaConfig(1e-4, 1e-3).initLoraWeights(false).build()),
+                Arguments.of("velora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .veloraConfig(8, 1.0, "batch_average").initLoraWeights(false).build()),
+                // one sample, no perturbation: the sampler's training-mode draws leave A as it is, so the round trip
+                // compares exactly
+                Arguments.of("monteclora", "llama", LoraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .montecloraConfig(1, true, 0.1, 0.0, 1e-5, 150).initLoraWeights(false).build()),
+                Arguments.of("layer_replication", "llama", LoraConfig.builder().r(4).targetModules("q_proj")
+                        .layerReplication(new int[] {0, 2}, new int[] {1, 2}).initLoraWeights(false).build()),
+                Arguments.of("target_parameters", "llama", LoraConfig.builder().r(4).targetModules()
+                        .targetParameters("self_attn.q_proj.weight").initLoraWeights(false).build()),
                 Arguments.of("prompt_tuning", "llama",
                         PromptTuningConfig.builder().numVirtualTokens(4).randomInit().build()),
                 Arguments.of("p_tuning", "llama",
@@ -281,6 +300,12 @@ class TunerConfigsTest {
         assertTrue(rank.getMessage().contains("r must be positive"), rank.getMessage());
         PeftException dropout = assertThrows(PeftException.class, () -> LoKrConfig.builder().rankDropout(1.5));
         assertTrue(dropout.getMessage().contains("rank_dropout"), dropout.getMessage());
+        PeftException blocks = assertThrows(PeftException.class,
+                () -> LoraConfig.builder().useBdlora(List.of("q_proj"), List.of("o_proj"), 0, true));
+        assertTrue(blocks.getMessage().contains("use_bdlora.nblocks"), blocks.getMessage());
+        PeftException range = assertThrows(PeftException.class,
+                () -> LoraConfig.builder().layerReplication(new int[] {0, 1, 2}));
+        assertTrue(range.getMessage().contains("layer_replication"), range.getMessage());
     }
 
     @Test

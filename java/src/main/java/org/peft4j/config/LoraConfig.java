@@ -1,6 +1,9 @@
 package org.peft4j.config;
 
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
+import org.peft4j.PeftException;
 
 /**
  * LoRA's config with PEFT's field names ({@code LoraConfig} in PEFT). Fields left unset take PEFT's defaults in the
@@ -79,6 +82,123 @@ public final class LoraConfig extends TunerConfig {
         /** {@code init_lora_weights = "gaussian"}: A from N(0, 1/r), B = 0. */
         public Builder gaussianInit() {
             return set("init_lora_weights", "gaussian");
+        }
+
+        /** {@code lora_bias}: B gets a trained bias, merged into the base layer's bias (not with DoRA). */
+        public Builder loraBias(boolean on) {
+            return set("lora_bias", on);
+        }
+
+        /**
+         * {@code alora_invocation_tokens} (aLoRA): the adapter acts only from the last occurrence of these token ids
+         * on, so the base model's KV cache of the context before them serves it; it does not merge.
+         */
+        public Builder aloraInvocationTokens(int... tokens) {
+            return setInts("alora_invocation_tokens", tokens);
+        }
+
+        /**
+         * {@code use_bdlora} (BD-LoRA): A block-diagonal on the modules matching {@code targetModulesBdA}, B on those
+         * matching {@code targetModulesBdB}, with {@code nblocks} blocks; {@code matchStrict} refuses targets matching
+         * neither.
+         */
+        public Builder useBdlora(List<String> targetModulesBdA, List<String> targetModulesBdB, int nblocks,
+                boolean matchStrict) {
+            if (nblocks <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "use_bdlora.nblocks must be positive, got " + nblocks);
+            }
+            Map<String, Object> sub = new LinkedHashMap<>();
+            sub.put("target_modules_bd_a", List.copyOf(targetModulesBdA));
+            sub.put("target_modules_bd_b", List.copyOf(targetModulesBdB));
+            sub.put("nblocks", nblocks);
+            sub.put("match_strict", matchStrict);
+            return set("use_bdlora", sub);
+        }
+
+        /**
+         * {@code kasa_config} (KaSA): the base weight loses its r smallest singular components and the update is
+         * B·diag(lora_diag)·A; {@code beta} and {@code gamma} weigh its regularisers (PEFT's defaults 1e-4, 1e-3).
+         */
+        public Builder kasaConfig(double beta, double gamma) {
+            return set("kasa_config", Map.of("beta", beta, "gamma", gamma));
+        }
+
+        /**
+         * {@code velora_config} (VeLoRA): A's weight gradient from inputs compressed to {@code numGroups} groups
+         * (default 64), scaled by {@code scale} (1.0); {@code initType} "batch_average" (the default),
+         * "batch_average_once" or "random".
+         */
+        public Builder veloraConfig(int numGroups, double scale, String initType) {
+            if (numGroups <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "velora_config.num_groups must be positive, got " + numGroups);
+            }
+            return set("velora_config", Map.of("num_groups", numGroups, "scale", scale, "init_type", initType));
+        }
+
+        /**
+         * {@code monteclora_config} (MonteCLoRA): in training, A is the weighted mean of {@code numSamples} (default
+         * 8) Monte Carlo perturbations scaled by {@code sampleScaler} (1e-4); {@code useEntropy} (false),
+         * {@code dirichletPrior} (0.1), {@code klLossWeight} (1e-5) and {@code bufferSize} (150) as PEFT's.
+         */
+        public Builder montecloraConfig(int numSamples, boolean useEntropy, double dirichletPrior,
+                double sampleScaler, double klLossWeight, int bufferSize) {
+            if (numSamples <= 0 || bufferSize <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "monteclora_config.num_samples and buffer_size must be positive, got " + numSamples + " and "
+                                + bufferSize);
+            }
+            Map<String, Object> sub = new LinkedHashMap<>();
+            sub.put("num_samples", numSamples);
+            sub.put("use_entropy", useEntropy);
+            sub.put("dirichlet_prior", dirichletPrior);
+            sub.put("sample_scaler", sampleScaler);
+            sub.put("kl_loss_weight", klLossWeight);
+            sub.put("buffer_size", bufferSize);
+            return set("monteclora_config", sub);
+        }
+
+        /**
+         * {@code arrow_config} (Arrow): a router among the task adapters the model already carries (and, with
+         * {@code useGks}, GenKnowSub's general adapters), mixing the {@code topK} experts nearest each token at
+         * {@code routerTemperature}; {@code rngSeed} (null: unseeded) seeds the prototypes' power iteration.
+         */
+        public Builder arrowConfig(int topK, double routerTemperature, boolean useGks, List<String> taskAdapterNames,
+                List<String> gksAdapterNames, Integer rngSeed) {
+            Map<String, Object> sub = new LinkedHashMap<>();
+            sub.put("top_k", topK);
+            sub.put("router_temperature", routerTemperature);
+            sub.put("use_gks", useGks);
+            sub.put("task_adapter_names", List.copyOf(taskAdapterNames));
+            sub.put("gks_adapter_names", List.copyOf(gksAdapterNames));
+            sub.put("rng_seed", rngSeed);
+            return set("arrow_config", sub);
+        }
+
+        /**
+         * {@code layer_replication}: the decoder layer stack rebuilt from {@code [start, end)} ranges, each
+         * {@code int[2]}; repeated layers share their base weights and get adapters of their own (no merging).
+         */
+        public Builder layerReplication(int[]... ranges) {
+            List<List<Integer>> out = new java.util.ArrayList<>();
+            for (int[] range : ranges) {
+                if (range.length != 2) {
+                    throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                            "layer_replication ranges are [start, end] pairs, got " + java.util.Arrays.toString(range));
+                }
+                out.add(List.of(range[0], range[1]));
+            }
+            return set("layer_replication", out);
+        }
+
+        /**
+         * {@code target_parameters}: LoRA on 2-D parameters named by exact name or dotted suffix (e.g.
+         * "self_attn.q_proj.weight") rather than on modules; pair with {@code targetModules()} (none) unless other
+         * modules are targeted too.
+         */
+        public Builder targetParameters(String... names) {
+            return setNames("target_parameters", names);
         }
     }
 }
