@@ -338,6 +338,12 @@ ROWS: list[Row] = _base_rows() + [
         dict(r=4, num_vectors=16, vector_length=16, topk=2, target_modules=["q_proj", "v_proj"])),
     Row("vblora_gpt2", "gpt2", "VBLORA",
         dict(r=4, num_vectors=32, vector_length=32, topk=3, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True)),
+    # --- the rest of PEFT's weight tuners (issue 20), part one: each on llama and one other arch
+    Row("delora_llama", "llama", "DELORA",
+        dict(r=4, delora_lambda=15, target_modules=["q_proj", "v_proj", "down_proj"], init_weights=False)),
+    Row("delora_bert_patterns", "bert", "DELORA",
+        dict(r=4, target_modules=["query", "value", "output.dense"], rank_pattern={"output.dense": 2},
+             lambda_pattern={"value": 5}, init_weights=False), padding="right"),
     Row("ln_tuning_llama", "llama", "LN_TUNING", dict(target_modules=["input_layernorm", "post_attention_layernorm"])),
     Row("ln_tuning_gpt2", "gpt2", "LN_TUNING", dict(target_modules=["ln_1", "ln_2", "ln_f"])),
     Row("trainable_tokens_llama", "llama", "TRAINABLE_TOKENS",

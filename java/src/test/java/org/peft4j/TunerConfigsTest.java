@@ -26,6 +26,7 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.FourierFtConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
@@ -126,7 +127,9 @@ class TunerConfigsTest {
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
                 Arguments.of("mh_parallel_adapter", "llama",
-                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
+                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()),
+                Arguments.of("delora", "llama", DeloraConfig.builder().r(4).deloraLambda(15)
+                        .targetModules("q_proj", "v_proj", "down_proj").initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
