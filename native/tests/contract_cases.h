@@ -63,6 +63,8 @@ inline std::vector<GeneratedCase> generated_cases() {
   nlohmann::json unipelt = {{"peft_type", "UNIPELT"},
                             {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}},
                             {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
+  nlohmann::json gralora = {{"peft_type", "GRALORA"}, {"r", 8}, {"hybrid_r", 2}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_fc"}}};
   return {{"houlsby_llama", "llama", houlsby},
           {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
           {"scaled_parallel_llama", "llama", scaled_parallel},
@@ -74,7 +76,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"mam_llama", "llama", mam, false},
           {"unipelt_llama", "llama", unipelt, false},
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
-          {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}}};
+          {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"gralora_gpt2", "gpt2", gralora}};
 }
 
 // The peft_types the cases above run.

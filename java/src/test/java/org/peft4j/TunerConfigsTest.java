@@ -28,6 +28,7 @@ import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
 import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.GraloraConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.LayerFreezingConfig;
@@ -129,7 +130,9 @@ class TunerConfigsTest {
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()),
                 Arguments.of("delora", "llama", DeloraConfig.builder().r(4).deloraLambda(15)
-                        .targetModules("q_proj", "v_proj", "down_proj").initWeights(false).build()));
+                        .targetModules("q_proj", "v_proj", "down_proj").initWeights(false).build()),
+                Arguments.of("gralora", "gpt2", GraloraConfig.builder().r(8).graloraK(4).hybridR(2).alpha(8)
+                        .targetModules("c_attn", "c_proj", "c_fc").fanInFanOut(true).initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
