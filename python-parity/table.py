@@ -349,6 +349,12 @@ ROWS: list[Row] = _base_rows() + [
     Row("gralora_gpt2_hybrid", "gpt2", "GRALORA",
         dict(r=8, gralora_k=4, hybrid_r=2, alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
              init_weights=False)),
+    Row("hira_llama_embed", "llama", "HIRA",
+        dict(r=4, target_modules=["q_proj", "v_proj", "embed_tokens"], init_weights=False)),
+    # (PEFT 0.21's HiRA reads rank_pattern only for a module that already is a HiRA layer: here every c_fc keeps r)
+    Row("hira_gpt2_pattern", "gpt2", "HIRA",
+        dict(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, rank_pattern={"c_fc": 2},
+             init_weights=False)),
     Row("ln_tuning_llama", "llama", "LN_TUNING", dict(target_modules=["input_layernorm", "post_attention_layernorm"])),
     Row("ln_tuning_gpt2", "gpt2", "LN_TUNING", dict(target_modules=["ln_1", "ln_2", "ln_f"])),
     Row("trainable_tokens_llama", "llama", "TRAINABLE_TOKENS",

@@ -29,6 +29,7 @@ import org.peft4j.config.C3aConfig;
 import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.FourierFtConfig;
 import org.peft4j.config.GraloraConfig;
+import org.peft4j.config.HiraConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.LayerFreezingConfig;
@@ -132,7 +133,9 @@ class TunerConfigsTest {
                 Arguments.of("delora", "llama", DeloraConfig.builder().r(4).deloraLambda(15)
                         .targetModules("q_proj", "v_proj", "down_proj").initWeights(false).build()),
                 Arguments.of("gralora", "gpt2", GraloraConfig.builder().r(8).graloraK(4).hybridR(2).alpha(8)
-                        .targetModules("c_attn", "c_proj", "c_fc").fanInFanOut(true).initWeights(false).build()));
+                        .targetModules("c_attn", "c_proj", "c_fc").fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("hira", "llama", HiraConfig.builder().r(4)
+                        .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
