@@ -355,6 +355,14 @@ ROWS: list[Row] = _base_rows() + [
     Row("hira_gpt2_pattern", "gpt2", "HIRA",
         dict(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, rank_pattern={"c_fc": 2},
              init_weights=False)),
+    # (Lily does not merge; it averages its router over every token of a forward: with HF's KV cache a generation
+    # step sees the new token only, and peft4j's cached generation does the same)
+    Row("lily_llama_stride2", "llama", "LILY",
+        dict(r=4, stride_A=2, num_B=2, target_modules=["q_proj", "v_proj"], init_weights=False),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lily_bert", "bert", "LILY",
+        dict(r=4, stride_A=1, num_B=3, scaling=0.5, target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right", checks=("forward", "base", "grad", "train")),
     Row("ln_tuning_llama", "llama", "LN_TUNING", dict(target_modules=["input_layernorm", "post_attention_layernorm"])),
     Row("ln_tuning_gpt2", "gpt2", "LN_TUNING", dict(target_modules=["ln_1", "ln_2", "ln_f"])),
     Row("trainable_tokens_llama", "llama", "TRAINABLE_TOKENS",

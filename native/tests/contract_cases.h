@@ -78,7 +78,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
           {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"gralora_gpt2", "gpt2", gralora},
-          {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}}};
+          {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
+          {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

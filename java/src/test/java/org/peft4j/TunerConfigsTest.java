@@ -33,6 +33,7 @@ import org.peft4j.config.HiraConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.LayerFreezingConfig;
+import org.peft4j.config.LilyConfig;
 import org.peft4j.config.LnTuningConfig;
 import org.peft4j.config.LoHaConfig;
 import org.peft4j.config.LoKrConfig;
@@ -135,7 +136,9 @@ class TunerConfigsTest {
                 Arguments.of("gralora", "gpt2", GraloraConfig.builder().r(8).graloraK(4).hybridR(2).alpha(8)
                         .targetModules("c_attn", "c_proj", "c_fc").fanInFanOut(true).initWeights(false).build()),
                 Arguments.of("hira", "llama", HiraConfig.builder().r(4)
-                        .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()));
+                        .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()),
+                Arguments.of("lily", "llama", LilyConfig.builder().r(4).strideA(2).numB(2)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
