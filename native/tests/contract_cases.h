@@ -65,6 +65,8 @@ inline std::vector<GeneratedCase> generated_cases() {
                             {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
   nlohmann::json gralora = {{"peft_type", "GRALORA"}, {"r", 8}, {"hybrid_r", 2}, {"fan_in_fan_out", true},
                             {"target_modules", {"c_attn", "c_fc"}}};
+  nlohmann::json unilora = {{"peft_type", "UNILORA"}, {"r", 4}, {"theta_d_length", 128}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_proj"}}};
   return {{"houlsby_llama", "llama", houlsby},
           {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
           {"scaled_parallel_llama", "llama", scaled_parallel},
@@ -79,7 +81,8 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"gralora_gpt2", "gpt2", gralora},
           {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
-          {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}}};
+          {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"unilora_gpt2", "gpt2", unilora, false}};
 }
 
 // The peft_types the cases above run.

@@ -50,6 +50,7 @@ import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
 import org.peft4j.config.TrainableTokensConfig;
 import org.peft4j.config.TunerConfig;
+import org.peft4j.config.UniLoraConfig;
 import org.peft4j.config.UniPeltConfig;
 import org.peft4j.config.VbLoraConfig;
 import org.peft4j.config.VeraConfig;
@@ -138,7 +139,10 @@ class TunerConfigsTest {
                 Arguments.of("hira", "llama", HiraConfig.builder().r(4)
                         .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()),
                 Arguments.of("lily", "llama", LilyConfig.builder().r(4).strideA(2).numB(2)
-                        .targetModules("q_proj", "v_proj").initWeights(false).build()));
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("unilora", "gpt2", UniLoraConfig.builder().r(2).thetaDLength(300)
+                        .targetModules("c_attn", "c_proj").fanInFanOut(true).saveIndices(true).initWeights(false)
+                        .build()));
     }
 
     @ParameterizedTest(name = "{0}")
