@@ -65,6 +65,8 @@ inline std::vector<GeneratedCase> generated_cases() {
                             {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
   nlohmann::json gralora = {{"peft_type", "GRALORA"}, {"r", 8}, {"hybrid_r", 2}, {"fan_in_fan_out", true},
                             {"target_modules", {"c_attn", "c_fc"}}};
+  nlohmann::json tinylora = {{"peft_type", "TINYLORA"}, {"r", 2}, {"u", 16}, {"weight_tying", 0.5},
+                             {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
   nlohmann::json unilora = {{"peft_type", "UNILORA"}, {"r", 4}, {"theta_d_length", 128}, {"fan_in_fan_out", true},
                             {"target_modules", {"c_attn", "c_proj"}}};
   return {{"houlsby_llama", "llama", houlsby},
@@ -82,6 +84,7 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"gralora_gpt2", "gpt2", gralora},
           {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
           {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"tinylora_llama", "llama", tinylora},
           {"unilora_gpt2", "gpt2", unilora, false}};
 }
 

@@ -48,6 +48,7 @@ import org.peft4j.config.PromptTuningConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
+import org.peft4j.config.TinyLoraConfig;
 import org.peft4j.config.TrainableTokensConfig;
 import org.peft4j.config.TunerConfig;
 import org.peft4j.config.UniLoraConfig;
@@ -140,6 +141,8 @@ class TunerConfigsTest {
                         .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()),
                 Arguments.of("lily", "llama", LilyConfig.builder().r(4).strideA(2).numB(2)
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("tinylora", "llama", TinyLoraConfig.builder().r(2).u(8).weightTying(0.5)
+                        .targetModules("q_proj", "v_proj", "embed_tokens").uniformInit().initVBound(0.3).build()),
                 Arguments.of("unilora", "gpt2", UniLoraConfig.builder().r(2).thetaDLength(300)
                         .targetModules("c_attn", "c_proj").fanInFanOut(true).saveIndices(true).initWeights(false)
                         .build()));
