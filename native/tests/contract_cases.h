@@ -63,6 +63,12 @@ inline std::vector<GeneratedCase> generated_cases() {
   nlohmann::json unipelt = {{"peft_type", "UNIPELT"},
                             {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}},
                             {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
+  nlohmann::json gralora = {{"peft_type", "GRALORA"}, {"r", 8}, {"hybrid_r", 2}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_fc"}}};
+  nlohmann::json tinylora = {{"peft_type", "TINYLORA"}, {"r", 2}, {"u", 16}, {"weight_tying", 0.5},
+                             {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
+  nlohmann::json unilora = {{"peft_type", "UNILORA"}, {"r", 4}, {"theta_d_length", 128}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_proj"}}};
   return {{"houlsby_llama", "llama", houlsby},
           {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
           {"scaled_parallel_llama", "llama", scaled_parallel},
@@ -89,7 +95,13 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"waveft_gpt2", "gpt2",
            {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
           // qwen2's query/key/value projections have biases, so BEFT merges there
-          {"beft_qwen2", "qwen2", {{"peft_type", "BEFT"}, {"target_modules", {"q_proj", "v_proj"}}}}};
+          {"beft_qwen2", "qwen2", {{"peft_type", "BEFT"}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"gralora_gpt2", "gpt2", gralora},
+          {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
+          {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"tinylora_llama", "llama", tinylora},
+          {"unilora_gpt2", "gpt2", unilora, false}};
 }
 
 // The peft_types the cases above run.

@@ -57,8 +57,8 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
                  bool required) {
     if (seen.insert(checkpoint_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
   };
-  // Model-level tensors that layers also hold (VB-LoRA's vector bank, so that its parameter name is PEFT's) are
-  // saved once, under the model-level key, as PEFT does.
+  // Model-level tensors that layers also hold (VB-LoRA's vector bank, TinyLoRA's v, Uni-LoRA's θ_d, so that their
+  // parameter names are PEFT's) are saved once, under the model-level key, as PEFT does.
   std::set<const void*> model_level;
   // Parameters are trained, buffers are frozen state saved with the adapter.
   auto add_dict = [&](const AdapterDict& dict, const std::string& dict_prefix) {
@@ -69,6 +69,7 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
     } else {
       auto& module = dict.module(name);
       for (const auto& p : module.named_parameters(true)) {
+        if (model_level.count(p.value().unsafeGetTensorImpl())) continue;
         std::string key = dict_prefix + "." + p.key();
         add(key, tuner.checkpoint_key(key, name), p.value(), true, true);
       }

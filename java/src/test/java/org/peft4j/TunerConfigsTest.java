@@ -28,13 +28,17 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.GraloraConfig;
+import org.peft4j.config.HiraConfig;
 import org.peft4j.config.HiwiConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.IntrinsicDimensionConfig;
 import org.peft4j.config.LayerFreezingConfig;
+import org.peft4j.config.LilyConfig;
 import org.peft4j.config.LnTuningConfig;
 import org.peft4j.config.LoHaConfig;
 import org.peft4j.config.LoKrConfig;
@@ -54,8 +58,10 @@ import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
 import org.peft4j.config.SupertuningConfig;
+import org.peft4j.config.TinyLoraConfig;
 import org.peft4j.config.TrainableTokensConfig;
 import org.peft4j.config.TunerConfig;
+import org.peft4j.config.UniLoraConfig;
 import org.peft4j.config.UniPeltConfig;
 import org.peft4j.config.VbLoraConfig;
 import org.peft4j.config.VeraConfig;
@@ -166,7 +172,20 @@ class TunerConfigsTest {
                 Arguments.of("beft", "qwen2", BeftConfig.builder().targetModules("q_proj", "v_proj")
                         .initWeights(false).build()),
                 Arguments.of("mh_parallel_adapter", "llama",
-                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build())),
+                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()),
+                Arguments.of("delora", "llama", DeloraConfig.builder().r(4).deloraLambda(15)
+                        .targetModules("q_proj", "v_proj", "down_proj").initWeights(false).build()),
+                Arguments.of("gralora", "gpt2", GraloraConfig.builder().r(8).graloraK(4).hybridR(2).alpha(8)
+                        .targetModules("c_attn", "c_proj", "c_fc").fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("hira", "llama", HiraConfig.builder().r(4)
+                        .targetModules("q_proj", "v_proj", "embed_tokens").initWeights(false).build()),
+                Arguments.of("lily", "llama", LilyConfig.builder().r(4).strideA(2).numB(2)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("tinylora", "llama", TinyLoraConfig.builder().r(2).u(8).weightTying(0.5)
+                        .targetModules("q_proj", "v_proj", "embed_tokens").uniformInit().initVBound(0.3).build()),
+                Arguments.of("unilora", "gpt2", UniLoraConfig.builder().r(2).thetaDLength(300)
+                        .targetModules("c_attn", "c_proj").fanInFanOut(true).saveIndices(true).initWeights(false)
+                        .build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
