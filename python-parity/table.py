@@ -314,6 +314,13 @@ ROWS: list[Row] = _base_rows() + [
     Row("vera_gpt2_no_save_projection", "gpt2", "VERA",
         dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
              projection_prng_key=7, init_weights=False)),
+    # PVeRA samples its latent in training: generator_seed gives each adapter its own generator, so the noise is
+    # reproducible (without it PEFT draws from torch's global RNG)
+    Row("pvera_llama", "llama", "PVERA", dict(r=8, target_modules=["q_proj", "o_proj"], init_weights=False,
+                                              generator_seed=5)),
+    Row("pvera_gpt2_no_save_projection", "gpt2", "PVERA",
+        dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
+             projection_prng_key=7, init_weights=False, generator_seed=9)),
     Row("fourierft_llama", "llama", "FOURIERFT",
         dict(n_frequency=32, scaling=10.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
     Row("fourierft_gpt2_pattern", "gpt2", "FOURIERFT",

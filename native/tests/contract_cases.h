@@ -73,7 +73,12 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
           {"mam_llama", "llama", mam, false},
           {"unipelt_llama", "llama", unipelt, false},
-          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
+          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
+          // HF PEFT's weight tuners without golden cases (their live rows are in python-parity/table.py)
+          // PVeRA samples its latent in training with noise of about unit scale: at the default d_initial 0.1 the mean
+          // is a tenth of it and 20 steps do not lower the loss; at 1.0 they do
+          {"pvera_llama", "llama",
+           {{"peft_type", "PVERA"}, {"r", 8}, {"d_initial", 1.0}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

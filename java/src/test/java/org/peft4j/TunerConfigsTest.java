@@ -41,6 +41,7 @@ import org.peft4j.config.OftConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.PveraConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
@@ -126,7 +127,9 @@ class TunerConfigsTest {
                 Arguments.of("mam", "llama", MamConfig.builder().build()),
                 Arguments.of("unipelt", "llama", UniPeltConfig.builder().build()),
                 Arguments.of("mh_parallel_adapter", "llama",
-                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()));
+                        MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()),
+                Arguments.of("pvera", "llama", PveraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .initWeights(false).generatorSeed(3).build()));
     }
 
     @ParameterizedTest(name = "{0}")
