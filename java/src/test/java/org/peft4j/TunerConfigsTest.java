@@ -26,6 +26,7 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DeftConfig;
 import org.peft4j.config.FourierFtConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
@@ -129,7 +130,9 @@ class TunerConfigsTest {
                 Arguments.of("mh_parallel_adapter", "llama",
                         MultiHeadParallelAdapterConfig.builder().bottleneckSize(4).build()),
                 Arguments.of("pvera", "llama", PveraConfig.builder().r(4).targetModules("q_proj", "v_proj")
-                        .initWeights(false).generatorSeed(3).build()));
+                        .initWeights(false).generatorSeed(3).build()),
+                Arguments.of("deft", "gpt2", DeftConfig.builder().r(4).alpha(8).targetModules("c_attn", "c_fc")
+                        .fanInFanOut(true).initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
