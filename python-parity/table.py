@@ -345,6 +345,12 @@ ROWS: list[Row] = _base_rows() + [
         dict(r=4, num_vectors=16, vector_length=16, topk=2, target_modules=["q_proj", "v_proj"])),
     Row("vblora_gpt2", "gpt2", "VBLORA",
         dict(r=4, num_vectors=32, vector_length=32, topk=3, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True)),
+    Row("glora_llama", "llama", "GLORA", dict(r=4, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    # (config_A_B "vector" or "constant" on BERT adds B_i · sum(x) to output i, and LayerNorm'd inputs sum to ~0: B's
+    # gradient is rounding noise, so the A/B paths stay "lora" there)
+    Row("glora_bert_vectors", "bert", "GLORA",
+        dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
+             init_weights=False), padding="right"),
     Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                             init_weights=False)),
     Row("deft_gpt2_qr", "gpt2", "DEFT",

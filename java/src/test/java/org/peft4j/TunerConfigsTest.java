@@ -28,6 +28,7 @@ import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
 import org.peft4j.config.DeftConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.GloraConfig;
 import org.peft4j.config.HraConfig;
 import org.peft4j.config.IA3Config;
 import org.peft4j.config.LayerFreezingConfig;
@@ -132,7 +133,9 @@ class TunerConfigsTest {
                 Arguments.of("pvera", "llama", PveraConfig.builder().r(4).targetModules("q_proj", "v_proj")
                         .initWeights(false).generatorSeed(3).build()),
                 Arguments.of("deft", "gpt2", DeftConfig.builder().r(4).alpha(8).targetModules("c_attn", "c_fc")
-                        .fanInFanOut(true).initWeights(false).build()));
+                        .fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("glora", "llama", GloraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .initWeights(false).build()));
     }
 
     @ParameterizedTest(name = "{0}")
