@@ -405,6 +405,13 @@ ROWS: list[Row] = _base_rows() + [
     Row("vera_gpt2_no_save_projection", "gpt2", "VERA",
         dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
              projection_prng_key=7, init_weights=False)),
+    # PVeRA samples its latent in training: generator_seed gives each adapter its own generator, so the noise is
+    # reproducible (without it PEFT draws from torch's global RNG)
+    Row("pvera_llama", "llama", "PVERA", dict(r=8, target_modules=["q_proj", "o_proj"], init_weights=False,
+                                              generator_seed=5)),
+    Row("pvera_gpt2_no_save_projection", "gpt2", "PVERA",
+        dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
+             projection_prng_key=7, init_weights=False, generator_seed=9)),
     Row("fourierft_llama", "llama", "FOURIERFT",
         dict(n_frequency=32, scaling=10.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
     Row("fourierft_gpt2_pattern", "gpt2", "FOURIERFT",
@@ -467,6 +474,18 @@ ROWS: list[Row] = _base_rows() + [
     Row("unilora_gpt2_save_indices", "gpt2", "UNILORA",
         dict(r=2, theta_d_length=300, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_indices=True,
              init_weights=False)),
+    Row("glora_llama", "llama", "GLORA", dict(r=4, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    # (config_A_B "vector" or "constant" on BERT adds B_i · sum(x) to output i, and LayerNorm'd inputs sum to ~0: B's
+    # gradient is rounding noise, so the A/B paths stay "lora" there)
+    Row("glora_bert_vectors", "bert", "GLORA",
+        dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
+             init_weights=False), padding="right"),
+    Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_weights=False)),
+    Row("deft_gpt2_qr", "gpt2", "DEFT",
+        dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, decomposition_method="qr",
+             init_weights=False)),
+    Row("deft_qwen2_para", "qwen2", "DEFT", dict(r=2, target_modules=["q_proj", "o_proj"], para=True)),
     Row("ln_tuning_llama", "llama", "LN_TUNING", dict(target_modules=["input_layernorm", "post_attention_layernorm"])),
     Row("ln_tuning_gpt2", "gpt2", "LN_TUNING", dict(target_modules=["ln_1", "ln_2", "ln_f"])),
     Row("trainable_tokens_llama", "llama", "TRAINABLE_TOKENS",

@@ -101,7 +101,14 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
           {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"tinylora_llama", "llama", tinylora},
-          {"unilora_gpt2", "gpt2", unilora, false}};
+          {"unilora_gpt2", "gpt2", unilora, false},
+          // HF PEFT's weight tuners without golden cases (their live rows are in python-parity/table.py)
+          // PVeRA samples its latent in training with noise of about unit scale: at the default d_initial 0.1 the mean
+          // is a tenth of it and 20 steps do not lower the loss; at 1.0 they do
+          {"pvera_llama", "llama",
+           {{"peft_type", "PVERA"}, {"r", 8}, {"d_initial", 1.0}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"deft_gpt2", "gpt2", {{"peft_type", "DEFT"}, {"r", 4}, {"target_modules", {"c_attn", "c_fc"}}}},
+          {"glora_llama", "llama", {{"peft_type", "GLORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

@@ -107,4 +107,12 @@ void check_linear_method_config(const nlohmann::json& config, bool has_bias, con
   if (!dropout_field.empty()) config_probability(config, dropout_field);
 }
 
+void check_layers_need_target_list(const nlohmann::json& config) {
+  if (!config.contains("target_modules") || !config["target_modules"].is_string()) return;
+  for (const char* field : {"layers_to_transform", "layers_pattern"})
+    if (config.contains(field) && !config[field].is_null())
+      fail(ErrorKind::InvalidArgument, config_string(config, "peft_type") + " config field '" + field +
+                                           "' cannot be used when 'target_modules' is a regular expression (a string)");
+}
+
 }  // namespace peft4j::tuners

@@ -71,4 +71,8 @@ bool upcast_on_cpu(const at::Tensor& t);
 // given) in [0, 1).
 void check_linear_method_config(const nlohmann::json& config, bool has_bias, const std::string& dropout_field = "");
 
+// The rule of the configs whose __post_init__ has it (PSOFT, DEFT): layers_to_transform and layers_pattern select
+// layers of a list of target_modules, not of a regular expression (Error(InvalidArgument) naming the field).
+void check_layers_need_target_list(const nlohmann::json& config);
+
 }  // namespace peft4j::tuners

@@ -28,9 +28,11 @@ import org.peft4j.config.BitFitConfig;
 import org.peft4j.config.BoftConfig;
 import org.peft4j.config.BottleneckConfig;
 import org.peft4j.config.C3aConfig;
+import org.peft4j.config.DeftConfig;
 import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.GloraConfig;
 import org.peft4j.config.GraloraConfig;
 import org.peft4j.config.HiraConfig;
 import org.peft4j.config.HiwiConfig;
@@ -54,6 +56,7 @@ import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
 import org.peft4j.config.PstConfig;
+import org.peft4j.config.PveraConfig;
 import org.peft4j.config.RandLoraConfig;
 import org.peft4j.config.RoadConfig;
 import org.peft4j.config.ShiraConfig;
@@ -185,7 +188,13 @@ class TunerConfigsTest {
                         .targetModules("q_proj", "v_proj", "embed_tokens").uniformInit().initVBound(0.3).build()),
                 Arguments.of("unilora", "gpt2", UniLoraConfig.builder().r(2).thetaDLength(300)
                         .targetModules("c_attn", "c_proj").fanInFanOut(true).saveIndices(true).initWeights(false)
-                        .build())),
+                        .build()),
+                Arguments.of("pvera", "llama", PveraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .initWeights(false).generatorSeed(3).build()),
+                Arguments.of("deft", "gpt2", DeftConfig.builder().r(4).alpha(8).targetModules("c_attn", "c_fc")
+                        .fanInFanOut(true).initWeights(false).build()),
+                Arguments.of("glora", "llama", GloraConfig.builder().r(4).targetModules("q_proj", "v_proj")
+                        .initWeights(false).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
