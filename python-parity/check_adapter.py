@@ -11,8 +11,9 @@ IO_FILE:        a safetensors file with input_ids, attention_mask (labels for se
                 under --logits-key (default `logits`; `step3_logits` for an adapter saved after the 3 steps).
 --case:         take base model, adapter, io and tolerance from a parity case folder (case.json);
                 --adapter replaces the case's adapter folder (e.g. the one peft4j saved for that case).
---saved-root:   every SAVED/<case> folder (what `peft4j parity --save-adapters SAVED` wrote after training)
-                checked against CASES/<case> (one Python start for all of them).
+--saved-root:   every SAVED/<case> folder (what `peft4j parity --save-adapters SAVED` wrote after training;
+                cases that do not train are saved as loaded and checked against `logits`) checked against
+                CASES/<case> (one Python start for all of them).
 
 Checks, one PASS/FAIL line each; the exit status is 1 if any failed:
   config  adapter_config.json parses as PEFT's config for its peft_type
@@ -41,7 +42,29 @@ def _task_of(config) -> str:
     return "causal-lm"
 
 
-def check(base_dir: Path, adapter_dir: Path, io_file: Path, logits_key: str, rtol: float, atol: float) -> bool:
+def _arrow_model(base, adapter_dir: Path, experts: dict, case_dir: Path):
+    """PEFT cannot load an Arrow router by itself (ArrowConfig's task_adapter_names is not an init field, so a saved
+    config loses it): as PEFT's own workflow does, create_arrow_model loads the case's experts and adds the router,
+    whose weights then come from the saved file."""
+    from safetensors.torch import load_file
+
+    import peft
+    from peft.tuners.lora.arrow import create_arrow_model
+    from peft.utils import set_peft_model_state_dict
+
+    saved = json.loads((adapter_dir / "adapter_config.json").read_text())["arrow_config"]
+    init = {f.name for f in __import__("dataclasses").fields(peft.tuners.lora.config.ArrowConfig) if f.init}
+    config = peft.tuners.lora.config.ArrowConfig(**{k: v for k, v in saved.items() if k in init})
+    paths = {kind: [str(case_dir / experts[n]) for n in saved.get(f"{kind}_adapter_names") or []] for kind in ("task", "gks")}
+    model = create_arrow_model(base, paths["task"], config, general_adapter_paths=paths["gks"] or None)
+    result = set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")),
+                                       adapter_name="arrow_router")
+    missing = [k for k in result.missing_keys if "arrow_router" in k]
+    return model, missing
+
+
+def check(base_dir: Path, adapter_dir: Path, io_file: Path, logits_key: str, rtol: float, atol: float,
+          experts: dict | None = None, case_dir: Path | None = None) -> bool:
     import torch
     import transformers
     from safetensors import safe_open
@@ -77,7 +100,13 @@ def check(base_dir: Path, adapter_dir: Path, io_file: Path, logits_key: str, rto
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+            if getattr(peft_config, "arrow_config", None) is not None:
+                model, missing_keys = _arrow_model(base, adapter_dir, experts or {}, case_dir)
+                model.eval()
+                if missing_keys:
+                    warnings.warn(f"missing adapter keys: {missing_keys}")
+            else:
+                model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         except Exception as e:  # size mismatches end here
             report(False, "keys", f"PeftModel.from_pretrained failed: {type(e).__name__}: {e}")
             return False
@@ -86,7 +115,7 @@ def check(base_dir: Path, adapter_dir: Path, io_file: Path, logits_key: str, rto
     # keys: the file against what PEFT itself would save for this config and base model
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
         file_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model, adapter_name=model.active_adapter).items()}
     missing = sorted(set(expected) - set(file_shapes))
     unexpected = sorted(set(file_shapes) - set(expected))
     shape_diff = sorted(k for k in set(expected) & set(file_shapes) if expected[k] != file_shapes[k])
@@ -149,7 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--atol", type=float)
     a = ap.parse_args(argv)
     tol = dict(DEFAULT_TOL)
-    jobs = []  # (base, adapter, io, logits key, tolerance)
+    jobs = []  # (base, adapter, io, logits key, tolerance, expert adapters, case folder)
     if a.saved_root:
         if not a.cases_root:
             ap.error("--saved-root needs --cases-root")
@@ -160,8 +189,10 @@ def main(argv=None) -> int:
             if a.logits_key == "step3_logits" and "step3_tolerance" in case:
                 # trained logits are only as exact as the reference's own sensitivity (generate.py measures it)
                 case_tol = {k: max(case_tol[k], case["step3_tolerance"][k]) for k in ("rtol", "atol")}
+            # a case that does not train (no optimizer) was saved as loaded: its logits are the untrained ones
+            key = a.logits_key if a.logits_key != "step3_logits" or "optimizer" in case else "logits"
             jobs.append(((case_dir / case["base_model"]).resolve(), saved, case_dir / case.get("io", "io.safetensors"),
-                         a.logits_key, case_tol))
+                         key, case_tol, case.get("expert_adapters"), case_dir))
         if not jobs:
             print(f"FAIL saved: {a.saved_root} holds no adapter folders")
             return 1
@@ -171,27 +202,28 @@ def main(argv=None) -> int:
         io_file = a.case / case.get("io", "io.safetensors")
         tol.update(case.get("tolerance", {}))
         if a.adapter_override is not None:
-            jobs.append((base_dir, a.adapter_override, io_file, a.logits_key, None))
+            jobs.append((base_dir, a.adapter_override, io_file, a.logits_key, None, case.get("expert_adapters"), a.case))
         elif "adapter" in case:
-            jobs.append((base_dir, a.case / case["adapter"], io_file, a.logits_key, None))
+            jobs.append((base_dir, a.case / case["adapter"], io_file, a.logits_key, None, case.get("expert_adapters"),
+                         a.case))
         elif "adapters" in case:  # several named adapters: each against logits_<name>
-            jobs += [(base_dir, a.case / d, io_file, f"logits_{n}", None) for n, d in case["adapters"].items()]
+            jobs += [(base_dir, a.case / d, io_file, f"logits_{n}", None, None, a.case) for n, d in case["adapters"].items()]
         else:
             print(f"FAIL case: {a.case} has no adapter (method {case.get('method')})")
             return 1
     else:
         if not (a.base_model and a.adapter and a.io):
             ap.error("BASE_MODEL_DIR ADAPTER_DIR IO_FILE, or --case CASE_DIR")
-        jobs.append((a.base_model, a.adapter, a.io, a.logits_key, None))
+        jobs.append((a.base_model, a.adapter, a.io, a.logits_key, None, None, None))
     if a.rtol is not None:
         tol["rtol"] = a.rtol
     if a.atol is not None:
         tol["atol"] = a.atol
     ok = True
-    for base_dir, adapter_dir, io_file, key, job_tol in jobs:
+    for base_dir, adapter_dir, io_file, key, job_tol, experts, case_dir in jobs:
         t = job_tol or tol
         print(f"check {adapter_dir} on {base_dir} against {io_file}")
-        ok &= check(base_dir, adapter_dir, io_file, key, t["rtol"], t["atol"])
+        ok &= check(base_dir, adapter_dir, io_file, key, t["rtol"], t["atol"], experts, case_dir)
     return 0 if ok else 1
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Optional
 
 from case_format import BASE_ADAPTER, MAX_NEW_TOKENS, NONE
-from table import ARCHS, MODELS, ROWS, Row, list_rows
+from table import ARCHS, MODELS, ROWS, BatchTokens, Row, list_rows
 from verify import verify
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,11 +185,14 @@ def _merged_available(method, peft_config):
     return not peft_config.is_prompt_learning and method != "ADAPTION_PROMPT"
 
 
-def _peft_config(row: Row, **overrides):
+def _peft_config(row: Row, batch=None, **overrides):
     import peft
 
     cfg_cls = peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[row.method]
     kwargs = {"task_type": TASK_TYPES[row.task], **(row.peft or {}), **overrides}
+    for k, v in kwargs.items():  # values drawn from the row's batch (table.BatchTokens)
+        if isinstance(v, BatchTokens):
+            kwargs[k] = [int(t) for t in batch["input_ids"][v.row, v.start:v.end]]
     if kwargs.get("prompt_tuning_init") == "TEXT" and "tokenizer_name_or_path" not in kwargs:
         kwargs["tokenizer_name_or_path"] = _text_init_tokenizer()
     return cfg_cls(**kwargs)
@@ -387,23 +390,29 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     if row.method != NONE:
         import peft
 
-        peft_config = _peft_config(row)
+        peft_config = _peft_config(row, batch)
         # Row.initialise: the untouched base and config, for the sensitivity reruns (_reinitialised). Not LoRA-GA:
         # A and B come from different singular vectors there, so a rerun can flip one's sign alone, a different
         # adapter (the runner aligns such signs to PEFT's; the row's tolerance covers the rest).
         remake = row.initialise and peft_config.init_lora_weights != "lora_ga"
         untouched = (copy.deepcopy(model), copy.deepcopy(peft_config)) if remake else None
-        peft_model = _make_peft_model(row, model, peft_config, seed, case, io)
-        peft_model.eval()
-        adapter_dir = case_dir / "adapter"
-        peft_model.save_pretrained(adapter_dir)  # before training: the adapter is the initial one
-        for extra in ("README.md",):  # PEFT's model card; the format holds only config + weights
-            (adapter_dir / extra).unlink(missing_ok=True)
+        if row.arrow is not None:
+            peft_model, adapter_rel = _arrow_model(row, batch, seed, out_dir, case_dir, case)
+            case["adapter"] = adapter_rel
+        else:
+            peft_model = _make_peft_model(row, model, peft_config, seed, case, io)
+            peft_model.eval()
+            adapter_dir = case_dir / "adapter"
+            peft_model.save_pretrained(adapter_dir)  # before training: the adapter is the initial one
+            for extra in ("README.md",):  # PEFT's model card; the format holds only config + weights
+                (adapter_dir / extra).unlink(missing_ok=True)
+            case["adapter"] = "adapter"
+        peft_config = peft_model.active_peft_config
         trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         merged_available = _merged_available(row.method, peft_config)
         if getattr(peft_config, "prompt_tuning_init", None) == "TEXT":
             case["prompt_tuning_init_token_ids"] = _text_init_token_ids(peft_config)
-        case.update({"adapter": "adapter", "io": "io.safetensors",
+        case.update({"io": "io.safetensors",
                      "trainable_params": int(sum(p.numel() for p in trainable.values())),
                      "merged_available": bool(merged_available and "merge" in checks)})
         if "train" in checks:
@@ -429,7 +438,7 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
     if "generate" in checks and row.task == "causal-lm":
         io["greedy_ids"] = _greedy(run, batch)
 
-    if peft_model is not None and ("grad" in checks or "train" in checks):
+    if peft_model is not None and ("grad" in checks or "train" in checks or "merge" in checks):
         params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
         if "grad" in checks:
             for n, p in params.items():
@@ -441,8 +450,15 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
             for n, p in params.items():
                 io[f"grad/{n}"] = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
             peft_model.zero_grad(set_to_none=True)
-        # the untrained model, for the sensitivity reruns (deepcopy: no RNG drawn, the reference run untouched)
-        pristine = copy.deepcopy(peft_model) if "train" in checks else None
+        # the untrained model, for the sensitivity reruns (deepcopy: no RNG drawn, the reference run untouched);
+        # buffers that keep autograd history (MonteCLoRA's sampler holds its last draws so) cannot be deep-copied and
+        # are detached first, which changes no value
+        if "train" in checks:
+            for module in peft_model.modules():
+                for key, buf in module._buffers.items():
+                    if buf is not None and buf.grad_fn is not None:
+                        module._buffers[key] = buf.detach()
+        pristine = _deepcopy(peft_model) if "train" in checks else None
         io.update(_train_and_merge(peft_model, batch, row, case))
         if pristine is not None:
             tol = _step3_tolerance(pristine, batch, row, case, io, seed, untouched)
@@ -450,6 +466,69 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
                 case["step3_tolerance"] = tol
 
     return _write_case(case_dir, case, io)
+
+
+def _deepcopy(peft_model):
+    """copy.deepcopy of a PEFT model, with the gradient hooks that deepcopy drops (tensor hooks are not copied)
+    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method."""
+    clone = copy.deepcopy(peft_model)
+    for module in clone.modules():
+        if hasattr(module, "osf_svd_params") and hasattr(module, "_attach_hooks"):
+            module.hook_handles = []
+            for adapter in module.osf_svd_params:
+                module._attach_hooks(adapter)
+    return clone
+
+
+def _osf_float64_svd(peft_model):
+    """OSF's frozen factors (U_low_init, S_low_init, V_low_init, U_high, V_high) set from an SVD of the base weight in
+    float64: PEFT does not save them, so an independent implementation recomputes them with its own SVD, whose
+    rounding moves the 3 steps of the rows that train OSF by more than a 1-ulp nudge of the trained factors does (up to
+    6e-5 on the tiny bert); the nudged reruns take this second, equally valid rounding of the same SVD."""
+    torch = _torch()
+    for module in peft_model.modules():
+        if not hasattr(module, "osf_svd_params"):
+            continue
+        weight = module.get_base_layer().weight.detach()
+        u, s, vt = torch.linalg.svd(weight.double(), full_matrices=False)
+        for adapter in module.osf_svd_params:
+            k = min(module.effective_rank[adapter], s.shape[0])
+            parts = {"_osf_U_low_init": u[:, k:], "_osf_S_low_init": s[k:], "_osf_V_low_init": vt[k:, :],
+                     "_osf_U_high": u[:, :k], "_osf_V_high": vt[:k, :]}
+            for name, value in parts.items():
+                frozen = getattr(module, name)
+                if adapter in frozen:
+                    frozen[adapter] = value.contiguous().to(weight.dtype)
+
+
+def _arrow_model(row: Row, batch, seed: int, out_dir: Path, case_dir: Path, case: dict):
+    """Row.arrow: the experts (each a LoRA from get_peft_model on a fresh copy of the base model, seeded
+    seed + SEED_ADAPTER + k), saved under adapters/task_<i> and adapters/gks_<i>, then PEFT's create_arrow_model
+    over them; the router is saved under adapters/arrow_router. Returns the model and the router's folder."""
+    torch = _torch()
+    import peft
+    from peft.tuners.lora.arrow import create_arrow_model
+
+    a, root = row.arrow, case_dir / "adapters"
+    experts, paths = {}, {"task": [], "gks": []}
+    for kind, overrides in (("task", a.tasks), ("gks", a.general)):
+        for i, extra in enumerate(overrides):
+            name = f"{kind}_{i}"
+            base = build_model(row.model, seed, out_dir, write=False)
+            torch.manual_seed(seed + SEED_ADAPTER + len(experts))
+            expert = peft.get_peft_model(base, _peft_config(row, batch, **extra))
+            expert.save_pretrained(root / name)
+            (root / name / "README.md").unlink(missing_ok=True)
+            experts[name] = f"adapters/{name}"
+            paths[kind].append(str(root / name))
+    base = build_model(row.model, seed, out_dir, write=False)
+    config = peft.tuners.lora.config.ArrowConfig(**a.config)
+    model = create_arrow_model(base, paths["task"], config, general_adapter_paths=paths["gks"] or None)
+    model.save_pretrained(root, selected_adapters=["arrow_router"])
+    for card in root.rglob("README.md"):
+        card.unlink()
+    case["expert_adapters"] = experts
+    return model.eval(), "adapters/arrow_router"
 
 
 def _train_and_merge(peft_model, batch, row: Row, case: dict):
@@ -497,7 +576,8 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int, 
         if untouched is not None:
             nudged = _reinitialised(row, untouched, seed, gen)
         else:
-            nudged = copy.deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
+            nudged = _deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
+            _osf_float64_svd(nudged)
         with torch.no_grad():
             for p in nudged.parameters():
                 if p.requires_grad:

@@ -145,6 +145,17 @@ class InitData:
 
 
 @dataclass(frozen=True)
+class Arrow:
+    """An Arrow router (LoRA's arrow_config) over a library of LoRA experts: each of `tasks` (and, for GenKnowSub,
+    `general`) is a LoRA adapter made by get_peft_model with the row's `peft` plus these overrides, saved under
+    adapters/task_<i> (gks_<i>); PEFT's create_arrow_model then loads them and adds the router "arrow_router" with
+    ArrowConfig(**config)."""
+    tasks: tuple
+    general: tuple = ()
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Row:
     name: str
     model: str  # key of MODELS
@@ -160,6 +171,7 @@ class Row:
     # EVA, LoRA-GA).
     initialise: bool = False
     init_data: Optional[InitData] = None  # CorDA, EVA, LoRA-GA: the data PEFT's preprocessing runs over
+    arrow: Optional[Arrow] = None  # an Arrow router over expert adapters (`peft` then holds what the experts share)
 
     @property
     def arch(self):
@@ -194,6 +206,15 @@ def _base_rows():
              Row("base_t5_s2", "t5_s2", padding="right", ignore_labels=2),
              Row("base_t5_bf16", "t5_bf16", padding="right")]
     return rows
+
+
+@dataclass(frozen=True)
+class BatchTokens:
+    """A config value made of the row's own batch: input_ids[row, start:end] as a list (aLoRA's invocation
+    tokens, so that the batch holds them whatever the seed). generate.py resolves it once the batch is drawn."""
+    row: int
+    start: int
+    end: int
 
 
 def lora(**kw):
@@ -320,6 +341,76 @@ ROWS: list[Row] = _base_rows() + [
     Row("lora_t5_regex", "t5", "LORA",
         lora(target_modules=r".*encoder\..*\.(q|k)|.*decoder\..*EncDecAttention\.(v|o)|.*DenseReluDense\.wo"),
         padding="right"),
+    # LoRA on lm_head: PEFT saves its base weight (lm_head.base_layer.weight) beside the adapter
+    Row("lora_llama_lm_head", "llama", "LORA", lora(target_modules=["q_proj", "lm_head"])),
+    Row("lora_mistral_lm_head", "mistral", "LORA", lora(target_modules=["v_proj", "lm_head"])),
+    # --- LoRA's variants and options of PEFT 0.21 (issue 21), each on llama and another family
+    # lora_bias: B has a trained bias, merged into the base bias (layers with a bias: llama_s3's attention, gpt2)
+    Row("lora_llama_s3_lora_bias", "llama_s3", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_bias=True)),
+    Row("lora_gpt2_lora_bias", "gpt2", "LORA", lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, lora_bias=True)),
+    # aLoRA: the adapter acts from the last occurrence of the invocation tokens on (here two tokens of row 0, so
+    # row 0 is adapted from position 4 and row 1, which lacks them, is the base model's); it does not merge
+    Row("lora_llama_alora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], alora_invocation_tokens=BatchTokens(0, 4, 6)),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lora_gpt2_alora", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, alora_invocation_tokens=BatchTokens(0, 5, 8)),
+        checks=("forward", "base", "generate", "grad", "train")),
+    # BD-LoRA: A block-diagonal for q/k/v/up (and bert's query/value), B for o/down (bert's output dense)
+    Row("lora_llama_bdlora", "llama", "LORA",
+        lora(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+             use_bdlora=dict(target_modules_bd_a=["q_proj", "k_proj", "v_proj", "up_proj"],
+                             target_modules_bd_b=["o_proj", "down_proj"], nblocks=2))),
+    Row("lora_bert_bdlora", "bert", "LORA",
+        lora(target_modules=["query", "value", "attention.output.dense"],
+             use_bdlora=dict(target_modules_bd_a=["query", "value"], target_modules_bd_b=["output.dense"], nblocks=4)),
+        padding="right"),
+    # KaSA: the base weight loses its r smallest singular components; ΔW = s·B·diag(lora_diag)·A
+    Row("lora_llama_kasa", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "o_proj"], kasa_config=dict(beta=1e-4, gamma=1e-3))),
+    Row("lora_bert_kasa", "bert", "LORA", lora(target_modules=["query", "value"], kasa_config={}), padding="right"),
+    # VeLoRA: A's weight gradient from compressed inputs (groups of 8; gpt2: 6 groups of 11, zero-padded)
+    Row("lora_llama_velora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], velora_config=dict(num_groups=8))),
+    Row("lora_gpt2_velora_once", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_proj"], fan_in_fan_out=True,
+             velora_config=dict(num_groups=6, scale=0.5, init_type="batch_average_once"))),
+    # MonteCLoRA: its training draws are random (in PEFT too); with one sample and sample_scaler 0 the draws leave A
+    # unchanged (one softmax weight of exactly 1, zero perturbation), so training compares exactly; with the
+    # defaults, evaluation (which draws nothing) and merging are compared
+    Row("lora_llama_monteclora", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj"], monteclora_config=dict(num_samples=1, sample_scaler=0.0))),
+    Row("lora_gpt2_monteclora", "gpt2", "LORA",
+        lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
+             monteclora_config=dict(num_samples=1, sample_scaler=0.0, use_entropy=True))),
+    Row("lora_qwen2_monteclora_eval", "qwen2", "LORA",
+        lora(target_modules=["q_proj", "o_proj"], monteclora_config=dict(buffer_size=2)),
+        checks=("forward", "base", "generate", "merge")),
+    # Arrow: a router over task experts (top-k by |token · prototype|), with GenKnowSub subtracting the general
+    # experts' mean; inference only (the router's own A and B never reach the loss, so PEFT cannot train it) and
+    # PEFT refuses to merge it
+    Row("lora_llama_arrow_gks", "llama", "LORA", lora(target_modules=["q_proj", "v_proj", "down_proj"]),
+        checks=("forward", "base", "generate"),
+        arrow=Arrow(tasks=({}, {"lora_alpha": 4}, {"lora_alpha": 16}), general=({}, {}),
+                    config=dict(top_k=2, router_temperature=0.5, use_gks=True, rng_seed=7))),
+    Row("lora_gpt2_arrow", "gpt2", "LORA", lora(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True),
+        checks=("forward", "base", "generate"),
+        arrow=Arrow(tasks=({}, {}, {}, {}), config=dict(top_k=3, rng_seed=3))),
+    # layer_replication: the layer stack rebuilt from ranges, repeated layers sharing their weights, each copy with
+    # its own adapter; merging is left out (copies share the weight their deltas would go into; PEFT means to refuse
+    # it, but its check looks the field up among the adapter names and never fires)
+    Row("lora_llama_layer_replication", "llama", "LORA",
+        lora(target_modules=["q_proj", "v_proj", "down_proj"], layer_replication=[[0, 2], [1, 2]]),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lora_bert_layer_replication", "bert", "LORA",
+        lora(target_modules=["query", "value"], layer_replication=[[0, 1], [0, 2]]), padding="right",
+        checks=("forward", "base", "grad", "train")),
+    # target_parameters: LoRA on a parameter (target_modules=[], so that no module is wrapped besides)
+    Row("lora_llama_target_parameters", "llama", "LORA",
+        lora(target_modules=[], target_parameters=["self_attn.q_proj.weight", "mlp.down_proj.weight"])),
+    Row("lora_gpt2_target_parameters", "gpt2", "LORA",
+        lora(target_modules=[], target_parameters=["attn.c_attn.weight", "mlp.c_fc.weight"])),
     # --- the other weight-based tuners (issue 6): each on llama and one other arch, its main options.
     # init_weights=False (random, non-identity) unless a row tests the identity init; dropouts stay 0 (PEFT's
     # dropout masks come from torch's global RNG and are not reproduced).
@@ -382,6 +473,13 @@ ROWS: list[Row] = _base_rows() + [
     Row("vera_gpt2_no_save_projection", "gpt2", "VERA",
         dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
              projection_prng_key=7, init_weights=False)),
+    # PVeRA samples its latent in training: generator_seed gives each adapter its own generator, so the noise is
+    # reproducible (without it PEFT draws from torch's global RNG)
+    Row("pvera_llama", "llama", "PVERA", dict(r=8, target_modules=["q_proj", "o_proj"], init_weights=False,
+                                              generator_seed=5)),
+    Row("pvera_gpt2_no_save_projection", "gpt2", "PVERA",
+        dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_projection=False,
+             projection_prng_key=7, init_weights=False, generator_seed=9)),
     Row("fourierft_llama", "llama", "FOURIERFT",
         dict(n_frequency=32, scaling=10.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
     Row("fourierft_gpt2_pattern", "gpt2", "FOURIERFT",
@@ -406,12 +504,90 @@ ROWS: list[Row] = _base_rows() + [
         dict(r=4, num_vectors=16, vector_length=16, topk=2, target_modules=["q_proj", "v_proj"])),
     Row("vblora_gpt2", "gpt2", "VBLORA",
         dict(r=4, num_vectors=32, vector_length=32, topk=3, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True)),
+    # --- the rest of PEFT's weight tuners (issue 20), part one: each on llama and one other arch
+    Row("delora_llama", "llama", "DELORA",
+        dict(r=4, delora_lambda=15, target_modules=["q_proj", "v_proj", "down_proj"], init_weights=False)),
+    Row("delora_bert_patterns", "bert", "DELORA",
+        dict(r=4, target_modules=["query", "value", "output.dense"], rank_pattern={"output.dense": 2},
+             lambda_pattern={"value": 5}, init_weights=False), padding="right"),
+    Row("gralora_llama", "llama", "GRALORA",
+        dict(r=8, gralora_k=2, alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_weights=False)),
+    Row("gralora_gpt2_hybrid", "gpt2", "GRALORA",
+        dict(r=8, gralora_k=4, hybrid_r=2, alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
+             init_weights=False)),
+    Row("hira_llama_embed", "llama", "HIRA",
+        dict(r=4, target_modules=["q_proj", "v_proj", "embed_tokens"], init_weights=False)),
+    # (PEFT 0.21's HiRA reads rank_pattern only for a module that already is a HiRA layer: here every c_fc keeps r)
+    Row("hira_gpt2_pattern", "gpt2", "HIRA",
+        dict(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, rank_pattern={"c_fc": 2},
+             init_weights=False)),
+    # (Lily does not merge; it averages its router over every token of a forward: with HF's KV cache a generation
+    # step sees the new token only, and peft4j's cached generation does the same)
+    Row("lily_llama_stride2", "llama", "LILY",
+        dict(r=4, stride_A=2, num_B=2, target_modules=["q_proj", "v_proj"], init_weights=False),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("lily_bert", "bert", "LILY",
+        dict(r=4, stride_A=1, num_B=3, scaling=0.5, target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right", checks=("forward", "base", "grad", "train")),
+    # weight_tying 0.5 over 5 targets: round(2.5) = 2 groups (Python rounds ties to even)
+    Row("tinylora_llama_tied", "llama", "TINYLORA",
+        dict(r=2, u=8, weight_tying=0.5, target_modules=["q_proj", "v_proj", "embed_tokens"], init_weights="uniform",
+             init_v_bound=0.3)),
+    Row("tinylora_gpt2_no_save_projection", "gpt2", "TINYLORA",
+        dict(r=3, u=4, weight_tying=1.0, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, save_projection=False,
+             projection_seed=7, init_weights="uniform", init_v_bound=0.3)),
+    Row("unilora_llama", "llama", "UNILORA",
+        dict(r=4, theta_d_length=64, proj_seed=3, target_modules=["q_proj", "v_proj", "o_proj"],
+             init_theta_d_bound=0.5)),
+    Row("unilora_gpt2_save_indices", "gpt2", "UNILORA",
+        dict(r=2, theta_d_length=300, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_indices=True,
+             init_weights=False)),
+    Row("glora_llama", "llama", "GLORA", dict(r=4, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    # (config_A_B "vector" or "constant" on BERT adds B_i · sum(x) to output i, and LayerNorm'd inputs sum to ~0: B's
+    # gradient is rounding noise, so the A/B paths stay "lora" there)
+    Row("glora_bert_vectors", "bert", "GLORA",
+        dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
+             init_weights=False), padding="right"),
+    Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_weights=False)),
+    Row("deft_gpt2_qr", "gpt2", "DEFT",
+        dict(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, decomposition_method="qr",
+             init_weights=False)),
+    Row("deft_qwen2_para", "qwen2", "DEFT", dict(r=2, target_modules=["q_proj", "o_proj"], para=True)),
     Row("ln_tuning_llama", "llama", "LN_TUNING", dict(target_modules=["input_layernorm", "post_attention_layernorm"])),
     Row("ln_tuning_gpt2", "gpt2", "LN_TUNING", dict(target_modules=["ln_1", "ln_2", "ln_f"])),
     Row("trainable_tokens_llama", "llama", "TRAINABLE_TOKENS",
         dict(target_modules=["embed_tokens"], token_indices=[3, 5, 7, 11], init_weights=False)),
     Row("trainable_tokens_qwen2_tied", "qwen2", "TRAINABLE_TOKENS",
         dict(target_modules=["embed_tokens"], token_indices=[4, 9, 200], init_weights=False)),
+    # --- issue 20: the rest of HF PEFT 0.21's weight tuners
+    Row("peanut_llama", "llama", "PEANUT",
+        dict(r=4, depth=1, act_fn="gelu", target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("peanut_bert_depth2", "bert", "PEANUT",
+        dict(r=8, depth=2, scaling=0.5, target_modules=["query", "value"], init_weights=False), padding="right"),
+    Row("supertuning_llama_supra", "llama", "SUPERTUNING",
+        dict(sparsity=0.9, r=2, lora_alpha=3.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("supertuning_bert_bottom", "bert", "SUPERTUNING",
+        dict(sparsity=0.95, select_top=False, target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right"),
+    Row("osf_llama", "llama", "OSF",
+        dict(effective_rank=8, rank_pattern={"v_proj": 0.75}, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("osf_bert", "bert", "OSF", dict(target_modules=["query", "value"]), padding="right"),
+    Row("waveft_llama", "llama", "WAVEFT",
+        dict(n_frequency=64, scaling=25.0, target_modules=["q_proj", "v_proj"], init_weights=False)),
+    Row("waveft_gpt2_db2_proportional", "gpt2", "WAVEFT",
+        dict(n_frequency=48, wavelet_family="db2", proportional_parameters=True, random_loc_seed=11,
+             target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, init_weights=False)),
+    Row("waveft_qwen2_sym3_pattern", "qwen2", "WAVEFT",
+        dict(n_frequency=40, wavelet_family="sym3", n_frequency_pattern={"o_proj": 24},
+             target_modules=["q_proj", "o_proj"], init_weights=False)),
+    Row("waveft_llama_no_idwt", "llama", "WAVEFT",
+        dict(n_frequency=96, scaling=2.0, use_idwt=False, target_modules=["up_proj"], init_weights=False)),
+    # BEFT merges into the layer's bias: PEFT raises for llama's bias-free projections, so that row has no merge
+    Row("beft_llama", "llama", "BEFT", dict(target_modules=["q_proj", "v_proj"], init_weights=False),
+        checks=("forward", "base", "generate", "grad", "train")),
+    Row("beft_bert", "bert", "BEFT", dict(target_modules=["query", "value", "dense"], init_weights=False),
+        padding="right"),
     # --- prompt learning and adaption prompt (issue 7): virtual tokens before the input (prompt tuning, P-tuning),
     # prefixes in every attention layer's keys/values (prefix tuning), gated prompts in the top attention layers
     # (adaption prompt, zero gate: logits equal the base model's until trained); each init and encoder option on
@@ -458,6 +634,14 @@ ROWS: list[Row] = _base_rows() + [
         multi=Multi({"first": {}, "second": dict(r=2, lora_alpha=4)}, mixed=(BASE_ADAPTER, "first"),
                     weighted=dict(adapters=["first", "second"], weights=[0.7, 0.3], combination_type="cat"),
                     delete=("second", "first"))),
+    Row("unilora_multi_llama", "llama", "UNILORA",
+        dict(r=4, theta_d_length=64, target_modules=["q_proj", "v_proj"], init_theta_d_bound=0.5),
+        multi=Multi({"first": dict(proj_seed=1), "second": dict(proj_seed=2, target_modules=["v_proj", "o_proj"])},
+                    delete=("first", "second"))),
+    Row("tinylora_multi_gpt2", "gpt2", "TINYLORA",
+        dict(r=2, u=4, target_modules=["c_attn"], fan_in_fan_out=True, init_weights="uniform", init_v_bound=0.3),
+        multi=Multi({"first": {}, "second": dict(target_modules=["c_attn", "c_proj"], weight_tying=1.0)},
+                    delete=("first", "second"))),
     Row("lora_multi_svd_llama", "llama", "LORA", lora(target_modules=["q_proj", "v_proj", "down_proj"]),
         multi=Multi({"first": {}, "second": dict(r=2, lora_alpha=2)}, mixed=("first", "second"),
                     weighted=dict(adapters=["first", "second"], weights=[1.0, 0.5], combination_type="svd",

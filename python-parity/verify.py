@@ -134,7 +134,11 @@ def verify(root: Path) -> int:
             adapters = {"default": case["adapter"]}
         else:
             cerr("no 'adapter' nor 'adapters'")
-        for an, ad in adapters.items():
+        # adapters loaded before the case's own (Arrow's experts), each checked like it
+        experts = dict(case.get("expert_adapters", {}))
+        if experts and "adapter" not in case:
+            cerr("expert_adapters without an 'adapter' to route among them")
+        for an, ad in {**experts, **adapters}.items():
             adir = cdir / ad
             acfg_path, aw = adir / "adapter_config.json", adir / "adapter_model.safetensors"
             if not acfg_path.is_file() or not aw.is_file():

@@ -4,17 +4,17 @@
 
 #include <ATen/ATen.h>
 
-#include <functional>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "peft4j/error.h"
 #include "model_api.h"
 #include "peft4j/models/generation.h"
 #include "peft4j/models/model.h"
 #include "peft4j/safetensors.h"
+#include "peft4j/tuners/peft_model.h"
 #include "peft4j_api.h"
 
 namespace peft4j::tuners {
@@ -65,10 +65,9 @@ struct Access {
   }
 };
 
-// An adapter config's JSON text, parsed; Error(InvalidArgument) saying why it is not JSON.
-nlohmann::json parse_adapter_config(const std::string& configJson);
-// Runs `body` with libtorch's generators first seeded with `seed` (>= 0); seeded creations in two threads would
-// otherwise interleave their draws, so one runs at a time.
-void with_seed(int64_t seed, const std::function<void()>& body);
+// PeftModelHandle::addAdapter with a seed (peft_api.cpp), shared by the form with data (train_api.cpp): libtorch's
+// generators seeded under a lock, then the adapter added (PeftModel::add_adapter's `data`).
+void add_seeded_adapter(tuners::PeftModel& model, const std::string& name, const std::string& configJson, int64_t seed,
+                        const std::vector<models::ModelInputs>& data);
 
 }  // namespace peft4j::api

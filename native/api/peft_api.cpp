@@ -39,7 +39,6 @@ models::ModelInputs batch_of(tuners::PeftModel& model, const TensorHandle& input
   inputs.attention_mask = attention_mask(attentionMask, device);
   return inputs;
 }
-}  // namespace
 
 nlohmann::json parse_adapter_config(const std::string& configJson) {
   try {
@@ -48,14 +47,7 @@ nlohmann::json parse_adapter_config(const std::string& configJson) {
     fail(ErrorKind::InvalidArgument, std::string("adapter config is not valid JSON: ") + e.what());
   }
 }
-
-void with_seed(int64_t seed, const std::function<void()>& body) {
-  if (seed < 0) fail(ErrorKind::InvalidArgument, "seed must be >= 0, got " + std::to_string(seed));
-  static std::mutex seeding;
-  std::lock_guard<std::mutex> lock(seeding);
-  at::manual_seed(static_cast<uint64_t>(seed));
-  body();
-}
+}  // namespace
 
 PeftModelHandle::PeftModelHandle() = default;
 
@@ -95,12 +87,19 @@ void PeftModelHandle::addAdapter(const std::string& name, const std::string& con
   guard([&] { peft_of(state_).add_adapter(name, parse_adapter_config(configJson)); });
 }
 
+void add_seeded_adapter(tuners::PeftModel& model, const std::string& name, const std::string& configJson, int64_t seed,
+                        const std::vector<models::ModelInputs>& data) {
+  if (seed < 0) fail(ErrorKind::InvalidArgument, "seed must be >= 0, got " + std::to_string(seed));
+  nlohmann::json config = parse_adapter_config(configJson);
+  // Seeded creations in two threads would otherwise interleave their draws.
+  static std::mutex seeding;
+  std::lock_guard<std::mutex> lock(seeding);
+  at::manual_seed(static_cast<uint64_t>(seed));
+  model.add_adapter(name, config, data);
+}
+
 void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed) {
-  guard([&] {
-    nlohmann::json config = parse_adapter_config(configJson);
-    tuners::PeftModel& model = peft_of(state_);
-    with_seed(seed, [&] { model.add_adapter(name, config); });
-  });
+  guard([&] { add_seeded_adapter(peft_of(state_), name, configJson, seed, {}); });
 }
 
 void PeftModelHandle::loadAdapter(const std::string& dir, const std::string& name, bool trainable) {

@@ -12,6 +12,7 @@ namespace peft4j {
 namespace api {
 
 struct PeftState;
+class TrainingDataHandle;
 
 class PeftModelHandle {
  public:
@@ -28,6 +29,11 @@ class PeftModelHandle {
   // The same, libtorch's generators first seeded with `seed` (>= 0; transformers' set_seed): one seed gives
   // bitwise the same adapter, as long as no other thread draws random numbers meanwhile.
   void addAdapter(const std::string& name, const std::string& configJson, int64_t seed);
+  // The same for methods made from data (LoRA's init_lora_weights "corda", "eva", "lora_ga"; PaFi's Fisher mask): the
+  // base model first runs over `data`, each example cut to `maxLength` tokens, collated `batchSize` at a time
+  // (right-padded with `padTokenId`); defined in train_api.cpp.
+  void addAdapter(const std::string& name, const std::string& configJson, int64_t seed, const TrainingDataHandle& data,
+                  int64_t batchSize, int64_t maxLength, int64_t padTokenId);
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
   // PEFT's save_pretrained(dir, path_initial_model_for_weight_conversion=...) for an adapter whose init moved part of

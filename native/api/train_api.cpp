@@ -41,32 +41,31 @@ void TrainingDataHandle::addClassified(const int64_t* inputIds, int64_t length, 
   guard([&] { data_of(state_).add_classified(inputIds, length, label); });
 }
 
-void TrainingDataHandle::initialiseAdapter(const PeftModelHandle& model, const std::string& name,
-                                           const std::string& configJson, int64_t seed, int64_t batchSize,
-                                           int64_t maxLength, int64_t padTokenId) const {
-  guard([&] {
-    auto peft = std::dynamic_pointer_cast<tuners::PeftModel>(Access::model(model.model()).model);
-    if (!peft) fail(ErrorKind::InvalidArgument, "adding an adapter needs a PEFT model");
-    if (batchSize <= 0) fail(ErrorKind::InvalidArgument, "batch size must be positive, got " + std::to_string(batchSize));
-    if (maxLength <= 0) fail(ErrorKind::InvalidArgument, "max length must be positive, got " + std::to_string(maxLength));
-    nlohmann::json config = parse_adapter_config(configJson);
-    const train::TrainingData& data = data_of(state_);
-    train::check_examples(data, "initialisation", peft->vocab_size(),
-                          data.classified() ? models::num_labels(peft->config(), peft->model_type()) : 0);
-    std::vector<train::Example> examples = train::prepare_examples(data, maxLength, /*packing=*/false);
-    const at::Device device = peft->base_model().parameters().at(0).device();
-    std::vector<models::ModelInputs> batches;
-    for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(batchSize)) {
-      std::vector<const train::Example*> rows;
-      for (size_t i = start; i < examples.size() && i < start + static_cast<size_t>(batchSize); ++i) rows.push_back(&examples[i]);
-      batches.push_back(train::collate(rows, padTokenId, device));
-    }
-    with_seed(seed, [&] { peft->add_adapter(name, config, batches); });
-  });
-}
-
 int64_t TrainingDataHandle::size() const {
   return guard([&] { return data_of(state_).size(); });
+}
+
+void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed,
+                                 const TrainingDataHandle& data, int64_t batchSize, int64_t maxLength,
+                                 int64_t padTokenId) {
+  guard([&] {
+    auto peft = std::dynamic_pointer_cast<tuners::PeftModel>(Access::model(model()).model);
+    if (!peft) fail(ErrorKind::InvalidArgument, "PEFT model handle is empty (closed, unloaded or never made)");
+    if (batchSize <= 0) fail(ErrorKind::InvalidArgument, "batch size must be positive, got " + std::to_string(batchSize));
+    if (maxLength <= 0) fail(ErrorKind::InvalidArgument, "max length must be positive, got " + std::to_string(maxLength));
+    const train::TrainingData& examples = data_of(data.state_);
+    train::check_examples(examples, "initialisation", peft->vocab_size(),
+                          examples.classified() ? models::num_labels(peft->config(), peft->model_type()) : 0);
+    std::vector<train::Example> cut = train::prepare_examples(examples, maxLength, /*packing=*/false);
+    const at::Device device = peft->base_model().parameters().at(0).device();
+    std::vector<models::ModelInputs> batches;
+    for (size_t start = 0; start < cut.size(); start += static_cast<size_t>(batchSize)) {
+      std::vector<const train::Example*> rows;
+      for (size_t i = start; i < cut.size() && i < start + static_cast<size_t>(batchSize); ++i) rows.push_back(&cut[i]);
+      batches.push_back(train::collate(rows, padTokenId, device));
+    }
+    add_seeded_adapter(*peft, name, configJson, seed, batches);
+  });
 }
 
 TrainerHandle::TrainerHandle() = default;

@@ -24,14 +24,10 @@ class TrainingDataHandle {
   // One classification example.
   void addClassified(const int64_t* inputIds, int64_t length, int64_t label);
   int64_t size() const;
-  // LoRA's initialisations from data (init_lora_weights "corda", "eva", "lora_ga"; peft4j/tuners/lora_init.h): adds
-  // adapter `name` to `model` after its base model ran over these examples, each cut to `maxLength` tokens and
-  // collated `batchSize` at a time (right-padded with `padTokenId`), libtorch's generators first seeded with `seed`.
-  void initialiseAdapter(const PeftModelHandle& model, const std::string& name, const std::string& configJson,
-                         int64_t seed, int64_t batchSize, int64_t maxLength, int64_t padTokenId) const;
 
  private:
   friend class TrainerHandle;
+  friend class PeftModelHandle;
   std::shared_ptr<TrainingDataState> state_;
 };
 

@@ -63,6 +63,12 @@ inline std::vector<GeneratedCase> generated_cases() {
   nlohmann::json unipelt = {{"peft_type", "UNIPELT"},
                             {"prefix_tuning", {{"num_virtual_tokens", 4}, {"encoder_hidden_size", 16}}},
                             {"adapter", {{"reduction_factor", 4}}}, {"lora", {{"r", 4}}}};
+  nlohmann::json gralora = {{"peft_type", "GRALORA"}, {"r", 8}, {"hybrid_r", 2}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_fc"}}};
+  nlohmann::json tinylora = {{"peft_type", "TINYLORA"}, {"r", 2}, {"u", 16}, {"weight_tying", 0.5},
+                             {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
+  nlohmann::json unilora = {{"peft_type", "UNILORA"}, {"r", 4}, {"theta_d_length", 128}, {"fan_in_fan_out", true},
+                            {"target_modules", {"c_attn", "c_proj"}}};
   return {{"houlsby_llama", "llama", houlsby},
           {"pfeiffer_gpt2", "gpt2", {{"peft_type", "BOTTLENECK"}, {"reduction_factor", 4}}},
           {"scaled_parallel_llama", "llama", scaled_parallel},
@@ -73,7 +79,36 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"layer_freezing_llama", "llama", {{"peft_type", "LAYER_FREEZING"}, {"num_trainable_layers", 1}}},
           {"mam_llama", "llama", mam, false},
           {"unipelt_llama", "llama", unipelt, false},
-          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}}};
+          {"mh_parallel_adapter_gpt2", "gpt2", {{"peft_type", "MH_PARALLEL_ADAPTER"}, {"bottleneck_size", 4}}},
+          {"pafi_llama", "llama", {{"peft_type", "PAFI"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}, {"k", 512}}},
+          {"hiwi_gpt2", "gpt2", {{"peft_type", "HIWI"}, {"r", 4}}},
+          {"pst_llama", "llama", {{"peft_type", "PST"}, {"target_modules", {"q_proj", "v_proj", "up_proj"}}, {"weight_rank", 4}}},
+          {"diff_pruning_llama", "llama", {{"peft_type", "DIFF_PRUNING"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          {"intrinsic_dimension_gpt2", "gpt2",
+           {{"peft_type", "INTRINSIC_DIMENSION"}, {"target_modules", {"c_attn", "c_proj", "c_fc"}}, {"intrinsic_dimension", 400}}},
+          // HF PEFT 0.21's methods of issue 20 (their live parity rows are in python-parity/table.py)
+          {"peanut_llama", "llama",
+           {{"peft_type", "PEANUT"}, {"r", 4}, {"depth", 1}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"supertuning_llama", "llama",
+           {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"osf_llama", "llama", {{"peft_type", "OSF"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          {"waveft_gpt2", "gpt2",
+           {{"peft_type", "WAVEFT"}, {"n_frequency", 64}, {"target_modules", {"c_attn", "c_proj"}}, {"fan_in_fan_out", true}}},
+          // qwen2's query/key/value projections have biases, so BEFT merges there
+          {"beft_qwen2", "qwen2", {{"peft_type", "BEFT"}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"delora_llama", "llama", {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"gralora_gpt2", "gpt2", gralora},
+          {"hira_llama", "llama", {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "embed_tokens"}}}},
+          {"lily_llama", "llama", {{"peft_type", "LILY"}, {"r", 4}, {"stride_A", 2}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"tinylora_llama", "llama", tinylora},
+          {"unilora_gpt2", "gpt2", unilora, false},
+          // HF PEFT's weight tuners without golden cases (their live rows are in python-parity/table.py)
+          // PVeRA samples its latent in training with noise of about unit scale: at the default d_initial 0.1 the mean
+          // is a tenth of it and 20 steps do not lower the loss; at 1.0 they do
+          {"pvera_llama", "llama",
+           {{"peft_type", "PVERA"}, {"r", 8}, {"d_initial", 1.0}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"deft_gpt2", "gpt2", {{"peft_type", "DEFT"}, {"r", 4}, {"target_modules", {"c_attn", "c_fc"}}}},
+          {"glora_llama", "llama", {{"peft_type", "GLORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

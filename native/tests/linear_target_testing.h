@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 
 #include "peft4j/error.h"
@@ -69,6 +70,17 @@ inline void expect_saved_equals_golden(const std::string& name, const std::strin
   auto our_config = peft4j::io::read_json_file(out + "/adapter_config.json");
   for (auto it = their_config.begin(); it != their_config.end(); ++it)
     EXPECT_EQ(our_config[it.key()], it.value()) << name << ": field " << it.key();
+}
+
+// The adapter's saved keys are PEFT's: "base_model.model.<module>.<suffix>" for every module and suffix, and `extra`.
+inline void expect_saved_keys(PeftModel& model, const std::string& adapter, const std::vector<std::string>& modules,
+                              const std::vector<std::string>& suffixes, const std::vector<std::string>& extra = {}) {
+  std::set<std::string> want(extra.begin(), extra.end());
+  for (const auto& m : modules)
+    for (const auto& s : suffixes) want.insert("base_model.model." + m + "." + s);
+  std::set<std::string> got;
+  for (const auto& [key, t] : model.adapter_state_dict(adapter)) got.insert(key);
+  EXPECT_EQ(got, want);
 }
 
 // A mixed batch is refused, naming the method.

@@ -137,6 +137,49 @@ TEST(Lora, NewAdapterStartsAtIdentityAndCountsTrainableParameters) {
   EXPECT_EQ(model->trainable_parameter_count(), expected);
 }
 
+TEST(Lora, LoraBiasTrainsBsBiasAndMergesItIntoTheBaseBias) {
+  auto batch = io("lora_llama_all");
+  auto model = peft("gpt2");  // Conv1D layers have biases
+  auto before = model->base_model().named_parameters()["transformer.h.0.attn.c_attn.bias"].clone();
+  nlohmann::json config = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"c_attn", "c_fc"}},
+                           {"fan_in_fan_out", true}, {"lora_bias", true}, {"init_lora_weights", false}};
+  model->add_adapter("default", config);
+  auto state = model->adapter_state_dict("default");
+  at::Tensor b_bias = state.at("base_model.model.transformer.h.0.attn.c_attn.lora_B.bias");
+  EXPECT_EQ(b_bias.sizes(), at::IntArrayRef({192}));
+  at::Tensor unmerged = logits(*model, batch);
+  model->merge();
+  at::Tensor merged_bias = model->base_model().named_parameters()["transformer.h.0.attn.c_attn.base_layer.bias"];
+  EXPECT_TRUE(at::allclose(merged_bias, before + 2.0 * b_bias, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(logits(*model, batch), unmerged, 1e-4, 1e-5));
+  model->unmerge();
+  EXPECT_TRUE(at::allclose(merged_bias, before, 1e-5, 1e-6));
+  // A layer without a bias cannot take B's bias (PEFT warns when adding, refuses when merging).
+  auto llama = peft("llama");
+  config["target_modules"] = {"q_proj"};
+  config["fan_in_fan_out"] = false;
+  llama->add_adapter("default", config);
+  expect_message([&] { llama->merge(); }, peft4j::ErrorKind::Unsupported, "no bias");
+  config["use_dora"] = true;
+  expect_message([&] { llama->add_adapter("dora", config); }, peft4j::ErrorKind::InvalidArgument, "'lora_bias'");
+}
+
+TEST(Lora, TargetedLmHeadSavesItsBaseWeightAsPeftDoes) {
+  // PEFT's save_embedding_layers="auto": lm_head named in target_modules saves lm_head.base_layer.weight too.
+  auto model = peft("llama");
+  at::Tensor lm_head = model->base_model().named_parameters()["lm_head.weight"].clone();
+  model->add_adapter("default", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj", "lm_head"}}});
+  auto state = model->adapter_state_dict("default");
+  ASSERT_TRUE(state.count("base_model.model.lm_head.base_layer.weight"));
+  EXPECT_TRUE(at::equal(state.at("base_model.model.lm_head.base_layer.weight"), lm_head));
+  EXPECT_TRUE(state.count("base_model.model.lm_head.lora_A.weight"));
+  // Not when the embedding is not named (all-linear skips lm_head; q_proj only).
+  auto plain = peft("llama");
+  plain->add_adapter("default", {{"peft_type", "LORA"}, {"r", 4}, {"target_modules", {"q_proj"}}});
+  for (const auto& [key, t] : plain->adapter_state_dict("default"))
+    EXPECT_EQ(key.find("base_layer"), std::string::npos) << key;
+}
+
 TEST(Lora, SeqClsAdapterTrainsTheClassificationHeadAsPeftDoes) {
   // PEFT's saved config of the golden case lists the heads PEFT added itself; given the user's config without them,
   // the model adds them the same way, so the trainable count is PEFT's.

@@ -582,6 +582,29 @@ TEST(CausalGPT2, AttentionScalingOptions) {
   EXPECT_TRUE(at::equal(run(*reference, ids).logits, logits));
 }
 
+TEST(CausalGPT2, BareGPT2ModelCheckpointLoads) {
+  // GPT2Model checkpoints (openai-community/gpt2 among them) name "h.0....", "wte.weight": without the
+  // "transformer." of GPT2LMHeadModel, which from_pretrained adds; the tied lm_head is absent from them anyway.
+  auto reference = load_model(model_dir("gpt2"));
+  auto files = peft4j::io::read_model_dir(model_dir("gpt2"));
+  peft4j::io::TensorMap bare;
+  for (const auto& [key, t] : files.tensors)
+    if (key.rfind("transformer.", 0) == 0) bare[key.substr(12)] = t;
+  ASSERT_FALSE(bare.empty());
+  auto model = create_model(files.config);
+  load_weights(*model, bare, "bare gpt2");
+  at::Tensor ids = at::randint(256, {2, 6}, at::kLong);
+  EXPECT_TRUE(at::equal(run(*model, ids).logits, run(*reference, ids).logits));
+  // A bare checkpoint still has to fit: a missing tensor is named with the prefix the model uses.
+  bare.erase("h.1.mlp.c_fc.weight");
+  try {
+    load_weights(*create_model(files.config), bare, "bare gpt2");
+    FAIL() << "a missing tensor was not reported";
+  } catch (const peft4j::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("transformer.h.1.mlp.c_fc.weight"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CausalGPT2, PositionsBeyondTheTableAreRejected) {
   auto model = load_model(model_dir("gpt2"));
   at::Tensor ids = at::zeros({1, 129}, at::kLong);  // n_positions = 128

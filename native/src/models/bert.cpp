@@ -8,6 +8,7 @@
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
 #include "peft4j/models/checkpointing.h"
+#include "peft4j/models/layer_replication.h"
 #include "peft4j/models/config_fields.h"
 
 namespace peft4j::models {
@@ -274,6 +275,31 @@ BertForSequenceClassification::BertForSequenceClassification(const nlohmann::jso
   at::NoGradGuard no_grad;
   classifier->weight.normal_(0.0, config_.initializer_range);
   classifier->bias.zero_();
+}
+
+void BertForSequenceClassification::replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) {
+  const std::vector<int64_t> sources = replicated_layer_sources(map, config_.num_hidden_layers);
+  std::vector<std::shared_ptr<BertLayerImpl>> layers;
+  torch::nn::ModuleList list;
+  std::vector<bool> used(layers_.size(), false);
+  for (int64_t i : sources) {
+    // The first use of a layer keeps the module itself; a repeat is a new one sharing its weights.
+    std::shared_ptr<BertLayerImpl> layer = layers_[i];
+    if (used[i]) {
+      layer = std::make_shared<BertLayerImpl>(config_);
+      layer->to(layers_[i]->parameters().front().device());
+      share_weights(*layer, *layers_[i]);
+      if (!layers_[i]->is_training()) layer->eval();
+    }
+    used[i] = true;
+    layers.push_back(layer);
+    list->push_back(layer);
+  }
+  layers_ = layers;
+  auto bert = named_children()["bert"];
+  bert->named_children()["encoder"]->replace_module("layer", list.ptr());
+  config_.num_hidden_layers = static_cast<int64_t>(layers.size());
+  json_["num_hidden_layers"] = config_.num_hidden_layers;
 }
 
 torch::nn::Module& BertForSequenceClassification::input_embeddings() {

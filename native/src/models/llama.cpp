@@ -6,6 +6,7 @@
 #include "peft4j/compat.h"
 #include "peft4j/error.h"
 #include "peft4j/models/checkpointing.h"
+#include "peft4j/models/layer_replication.h"
 
 namespace peft4j::models {
 
@@ -376,6 +377,34 @@ bool LlamaForCausalLM::is_optional_key(const std::string& key) const {
   if (key.size() >= inv_freq.size() && key.compare(key.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0)
     return true;
   return config_.tie_word_embeddings && key == "lm_head.weight";
+}
+
+void LlamaForCausalLM::replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) {
+  const std::vector<int64_t> sources = replicated_layer_sources(map, config_.num_hidden_layers);
+  std::vector<std::shared_ptr<LlamaDecoderLayerImpl>> layers;
+  std::vector<std::optional<int64_t>> windows;
+  torch::nn::ModuleList list;
+  std::vector<bool> used(model_->layers.size(), false);
+  for (int64_t i : sources) {
+    // The first use of a layer keeps the module itself; a repeat is a new one sharing its weights. A copy keeps
+    // its source's attention window (transformers copies the module).
+    std::shared_ptr<LlamaDecoderLayerImpl> layer = model_->layers[i];
+    if (used[i]) {
+      layer = std::make_shared<LlamaDecoderLayerImpl>(config_, i);
+      layer->to(model_->layers[i]->parameters().front().device());
+      share_weights(*layer, *model_->layers[i]);
+      if (!model_->layers[i]->is_training()) layer->eval();
+    }
+    used[i] = true;
+    layers.push_back(layer);
+    windows.push_back(config_.layer_windows.at(i));
+    list->push_back(layer);
+  }
+  model_->layers = layers;
+  model_->replace_module("layers", list.ptr());
+  config_.layer_windows = windows;
+  config_.num_hidden_layers = static_cast<int64_t>(layers.size());
+  json_["num_hidden_layers"] = config_.num_hidden_layers;
 }
 
 ModelOutput LlamaForCausalLM::forward(const ModelInputs& inputs) {

@@ -84,10 +84,27 @@ std::shared_ptr<Model> create_model(const nlohmann::json& config) {
   return it->second(config);
 }
 
-void load_weights(Model& model, const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+namespace {
+
+bool any_key_under(const std::map<std::string, at::Tensor>& keys, const std::string& prefix) {
+  for (const auto& [name, t] : keys)
+    if (name.compare(0, prefix.size(), prefix) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+void load_weights(Model& model, const std::map<std::string, at::Tensor>& checkpoint, const std::string& source) {
   std::map<std::string, at::Tensor> targets;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) targets.emplace(item.key(), item.value());
   for (const auto& item : model.named_buffers(/*recurse=*/true)) targets.emplace(item.key(), item.value());
+  // A checkpoint of the bare base model (e.g. GPT2Model's "h.0...." for GPT2LMHeadModel's "transformer.h.0....").
+  std::map<std::string, at::Tensor> prefixed;
+  const std::string prefix = model.base_model_prefix().empty() ? "" : model.base_model_prefix() + ".";
+  const bool add_prefix = !prefix.empty() && !any_key_under(checkpoint, prefix) && any_key_under(targets, prefix);
+  if (add_prefix)
+    for (const auto& [name, t] : checkpoint) prefixed.emplace(prefix + name, t);
+  const std::map<std::string, at::Tensor>& tensors = add_prefix ? prefixed : checkpoint;
 
   std::vector<std::string> problems;
   for (const auto& [name, tensor] : tensors) {

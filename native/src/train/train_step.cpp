@@ -30,6 +30,12 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate)
   for (auto& group : optimizer.param_groups()) group.options().set_lr(learning_rate);
 }
 
+void add_parameter_group(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& params, double learning_rate) {
+  std::unique_ptr<torch::optim::OptimizerOptions> options = optimizer.param_groups().front().options().clone();
+  options->set_lr(learning_rate);
+  optimizer.add_param_group(torch::optim::OptimizerParamGroup(params, std::move(options)));
+}
+
 namespace {
 
 std::vector<at::Tensor> parameters_of(torch::optim::Optimizer& optimizer) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -158,10 +159,18 @@ Trainer::Trainer(std::shared_ptr<tuners::PeftModel> model, const TrainingData& t
   if (!model_) fail(ErrorKind::InvalidArgument, "the trainer needs a PEFT model");
   if (model_->active_adapters().empty()) fail(ErrorKind::InvalidArgument, "the PEFT model has no active adapter to train");
   adapter_ = model_->active_adapters().front();
+  // Tensors whose method sets their own learning rate (diff pruning's gates) form a parameter group per rate.
+  const auto trainable = model_->trainable_parameters();
+  if (trainable.empty()) fail(ErrorKind::InvalidArgument, "the PEFT model has no trainable parameters");
+  device_ = trainable.front().second.device();
   std::vector<at::Tensor> params;
-  for (auto& [name, p] : model_->trainable_parameters()) params.push_back(p);
-  if (params.empty()) fail(ErrorKind::InvalidArgument, "the PEFT model has no trainable parameters");
-  device_ = params.front().device();
+  std::map<double, std::vector<at::Tensor>> own_rate;
+  for (const auto& [name, p] : trainable) {
+    if (auto rate = model_->learning_rate(name))
+      own_rate[*rate].push_back(p);
+    else
+      params.push_back(p);
+  }
   check_setup(*model_, train, eval, config_, device_);
   const int64_t positions = models::max_positions(model_->config(), model_->model_type());
   const int64_t max_length = positions > 0 ? std::min(config_.max_seq_length, positions) : config_.max_seq_length;
@@ -189,7 +198,15 @@ Trainer::Trainer(std::shared_ptr<tuners::PeftModel> model, const TrainingData& t
   settings.beta2 = config_.adam_beta2;
   settings.epsilon = config_.adam_epsilon;
   settings.momentum = config_.momentum;
-  optimizer_ = make_optimizer(params, settings);
+  // The trainer's rate applies to the first group (empty when every tensor has a rate of its own).
+  optimizer_ = make_optimizer(params.empty() ? own_rate.begin()->second : params, settings);
+  group_rates_ = {params.empty() ? own_rate.begin()->first : config_.learning_rate};
+  for (const auto& [rate, tensors] : own_rate) {
+    if (params.empty() && rate == own_rate.begin()->first) continue;
+    add_parameter_group(*optimizer_, tensors, rate);
+    group_rates_.push_back(rate);
+  }
+  model_->before_training(max_steps_);
   order_ = epoch_order(examples, config_.seed, epoch_index_);
   at::manual_seed(config_.seed);  // dropout's generator, as transformers' Trainer calls set_seed
 
@@ -228,9 +245,10 @@ std::vector<models::ModelInputs> Trainer::next_micro_batches(int64_t* tokens) {
 bool Trainer::step() {
   if (finished()) return false;
   const int64_t step = global_step_ + 1;
-  const double lr =
-      config_.learning_rate * lr_factor(config_.lr_scheduler_type, global_step_, config_.warmup_steps, max_steps_);
-  set_learning_rate(*optimizer_, lr);
+  const double factor = lr_factor(config_.lr_scheduler_type, global_step_, config_.warmup_steps, max_steps_);
+  const double lr = config_.learning_rate * factor;
+  for (size_t i = 0; i < group_rates_.size(); ++i)
+    optimizer_->param_groups()[i].options().set_lr(group_rates_[i] * factor);
   const int64_t epoch_before = epoch_index_, batch_before = batch_in_epoch_;
   const std::vector<int64_t> order_before = order_;
   const auto start = std::chrono::steady_clock::now();

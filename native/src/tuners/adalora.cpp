@@ -246,13 +246,7 @@ class AdaLoraTuner : public WrappingTuner<AdaLoraLayer> {
 }  // namespace
 
 AdaLoraLayer::AdaLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "ADALORA");
-  // PEFT's parameter order: lora_A, lora_B, lora_E.
-  lora_A_ = register_module("lora_A", std::make_shared<AdapterDict>());
-  lora_B_ = register_module("lora_B", std::make_shared<AdapterDict>());
-  lora_E_ = register_module("lora_E", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "ADALORA") {}
 
 bool AdaLoraLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }
 

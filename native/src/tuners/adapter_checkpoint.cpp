@@ -46,8 +46,8 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
                  bool required) {
     if (seen.insert(checkpoint_key).second) out.push_back({model_key, checkpoint_key, t, trainable, required});
   };
-  // Model-level tensors that layers also hold (VB-LoRA's vector bank, so that its parameter name is PEFT's) are
-  // saved once, under the model-level key, as PEFT does.
+  // Model-level tensors that layers also hold (VB-LoRA's vector bank, TinyLoRA's v, Uni-LoRA's θ_d, so that their
+  // parameter names are PEFT's) are saved once, under the model-level key, as PEFT does.
   std::set<const void*> model_level;
   // Parameters are trained, buffers are frozen state saved with the adapter.
   auto add_dict = [&](const AdapterDict& dict, const std::string& dict_prefix) {
@@ -58,6 +58,7 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
     } else {
       auto& module = dict.module(name);
       for (const auto& p : module.named_parameters(true)) {
+        if (model_level.count(p.value().unsafeGetTensorImpl())) continue;
         std::string key = dict_prefix + "." + p.key();
         add(key, tuner.checkpoint_key(key, name), p.value(), !dict.is_frozen(name), true);
       }
@@ -137,21 +138,35 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
         add(model_prefix + path + ".base_layer.bias", model_prefix + path + ".base_layer.bias", *b, true, true);
     }
   }
-  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"), whatever the method wrapping
-  // it, except for trainable tokens.
-  if (auto targets = config.contains("target_modules") && config["target_modules"].is_array()
-                         ? config_strings(config, "target_modules")
-                         : std::nullopt) {
-    bool embedding_targeted = std::count(targets->begin(), targets->end(), "embed_tokens") ||
-                              std::count(targets->begin(), targets->end(), "lm_head");
-    if (embedding_targeted && config.value("peft_type", std::string()) != "TRAINABLE_TOKENS")
-      for (const auto& path : lora_layer_paths) {
-        auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
-        if (layer && dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()))
-          add(model_prefix + path + ".base_layer.weight", model_prefix + path + ".base_layer.weight",
-              layer->base_layer()->named_parameters(false)["weight"], false, false);
-      }
-  }
+  // PEFT saves a targeted embedding layer's weights too (save_embedding_layers="auto"): when target_modules names
+  // embed_tokens or lm_head (a regular expression matching a module so named), the base weight of the wrapped input
+  // embedding and of a wrapped lm_head, whatever the method, except with trainable tokens (TRAINABLE_TOKENS, LoRA's
+  // trainable_token_indices), whose point is to save little.
+  auto last_name = [](const std::string& path) { return path.substr(path.rfind('.') + 1); };
+  const bool embedding_name_targeted = [&] {
+    if (!config.contains("target_modules")) return false;
+    const auto& targets = config["target_modules"];
+    if (targets.is_array())
+      return std::any_of(targets.begin(), targets.end(), [](const nlohmann::json& t) {
+        return t == "embed_tokens" || t == "lm_head";
+      });
+    if (!targets.is_string() || targets == "all-linear") return false;
+    return std::any_of(lora_layer_paths.begin(), lora_layer_paths.end(), [&](const std::string& path) {
+      return last_name(path) == "embed_tokens" || last_name(path) == "lm_head";
+    });
+  }();
+  const bool trainable_tokens = config.value("peft_type", std::string()) == "TRAINABLE_TOKENS" ||
+                                (config.contains("trainable_token_indices") && !config["trainable_token_indices"].is_null());
+  if (embedding_name_targeted && !trainable_tokens)
+    for (const auto& path : lora_layer_paths) {
+      auto* layer = dynamic_cast<AdapterLayer*>(module_at(base, path).get());
+      if (!layer) continue;
+      const bool embedding = dynamic_cast<torch::nn::EmbeddingImpl*>(layer->base_layer().get()) != nullptr;
+      const bool output = path == "lm_head" && dynamic_cast<torch::nn::LinearImpl*>(layer->base_layer().get());
+      if (embedding || output)
+        add(model_prefix + path + ".base_layer.weight", model_prefix + path + ".base_layer.weight",
+            layer->base_layer()->named_parameters(false)["weight"], false, false);
+    }
   return out;
 }
 
@@ -165,6 +180,7 @@ io::TensorMap PeftModel::adapter_state_dict(const std::string& name) const {
   // PEFT saves what the prompt encoder outputs (get_prompt_embedding_to_save), not its parameters.
   if (encoder)
     for (const auto& [key, t] : as_model_level(*a.tuner)->encoder_checkpoint(*encoder, a.config)) out[key] = t;
+  a.tuner->layers_to_checkpoint(adapter_layers(), name, a.config, out);
   a.tuner->to_checkpoint(out, a.config);
   return out;
 }
@@ -184,6 +200,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   try {
     const Adapter& a = adapter(name);
     a.tuner->from_checkpoint(weights, a.config);
+    a.tuner->layers_from_checkpoint(adapter_layers(), name, a.config, weights);
     std::map<std::string, AdapterTensor> by_checkpoint;
     for (auto& t : adapter_tensors(name)) by_checkpoint.emplace(t.checkpoint_key, t);
     for (const auto& [key, value] : weights) {

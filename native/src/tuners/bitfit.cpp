@@ -11,7 +11,6 @@ namespace peft4j::tuners {
 namespace {
 
 const char* kType = "BITFIT";
-const char* kDict = "bitfit_bias";
 
 const nlohmann::json kDefaults = {{"peft_type", kType}, {"task_type", nullptr}, {"base_model_name_or_path", nullptr},
                                   {"revision", nullptr}, {"inference_mode", false}, {"target_modules", nullptr},
@@ -46,7 +45,7 @@ class BitFitTuner : public WrappingTuner<BitFitLayer> {
 
   // "<module>.bitfit_bias.<adapter>" -> "<module>.bias", the base model's own key.
   std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const override {
-    const std::string tail = std::string(".") + kDict + "." + adapter;
+    const std::string tail = ".bitfit_bias." + adapter;
     if (model_key.size() > tail.size() && model_key.compare(model_key.size() - tail.size(), tail.size(), tail) == 0)
       return model_key.substr(0, model_key.size() - tail.size()) + ".bias";
     return remove_adapter_name(model_key, adapter);
@@ -74,9 +73,7 @@ bool has_bias(const torch::nn::Module& module) {
 }
 
 BitFitLayer::BitFitLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(std::move(base), std::move(state)) {
-  biases_ = register_module(kDict, std::make_shared<AdapterDict>());
-}
+    : AdapterLayer(std::move(base), std::move(state)) {}
 
 at::Tensor BitFitLayer::base_bias() const { return base_layer()->named_parameters(false)["bias"]; }
 

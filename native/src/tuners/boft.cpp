@@ -84,9 +84,6 @@ BoftLayer::BoftLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   if (!linear) fail(ErrorKind::Unsupported, "BOFT wraps Linear modules only, not " + base->name());
   in_features_ = linear->weight.size(1);
   out_features_ = linear->weight.size(0);
-  // Registration order as PEFT's BOFTLayer.
-  boft_R_ = register_module("boft_R", std::make_shared<AdapterDict>());
-  boft_s_ = register_module("boft_s", std::make_shared<AdapterDict>());
 }
 
 bool BoftLayer::has_adapter(const std::string& adapter) const { return permutations_.count(adapter) > 0; }

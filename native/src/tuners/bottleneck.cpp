@@ -125,12 +125,7 @@ class BottleneckTuner : public Tuner {
                InjectContext& ctx) const override {
     prepare_adapter_drop(model, ctx);
     if (!config_bool(ctx.config, "phm_layer") || !config_bool(ctx.config, "shared_phm_rule")) return;
-    auto children = tuner_module.named_children();
-    std::shared_ptr<AdapterDict> rules;
-    if (const auto* found = children.find("phm_rule"))
-      rules = std::dynamic_pointer_cast<AdapterDict>(*found);
-    else
-      rules = tuner_module.register_module("phm_rule", std::make_shared<AdapterDict>());
+    auto rules = model_level_dict(tuner_module, "phm_rule");
     at::Tensor rule = new_phm_rule(ctx.config, module_options(model));
     if (config_bool(ctx.config, "learn_phm"))
       rules->put_parameter(ctx.adapter, rule);

@@ -102,10 +102,7 @@ class C3ATuner : public WrappingTuner<C3ALayer> {
 }  // namespace
 
 C3ALayer::C3ALayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "C3A", /*conv1d=*/false);
-  c3a_kernel_ = register_module("c3a_kernel", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "C3A", /*conv1d=*/false) {}
 
 void C3ALayer::add(const std::string& adapter, int64_t block_size, const nlohmann::json& config, bool initialise) {
   const int64_t in = shape_.in_features, out = shape_.out_features;

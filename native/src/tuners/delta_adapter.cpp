@@ -53,9 +53,7 @@ void DeltaModule::merge_into(torch::nn::Module&, bool) {
 
 DeltaLayer::DeltaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
                        std::string peft_type)
-    : AdapterLayer(std::move(base), std::move(state)), peft_type_(std::move(peft_type)) {
-  deltas_ = register_module("adapters", std::make_shared<AdapterDict>());
-}
+    : AdapterLayer(std::move(base), std::move(state)), peft_type_(std::move(peft_type)) {}
 
 void DeltaLayer::add(const std::string& adapter, std::shared_ptr<DeltaModule> delta, DeltaPlacement placement) {
   deltas_->put_module(adapter, std::move(delta));

@@ -1,11 +1,8 @@
 // FourierFT. Random state: PEFT saves only the spectrum, not which frequencies it sits at; it recomputes them on
 // every load as randperm(out·in) from a CPU generator seeded with random_loc_seed, first n_frequency entries. We do
-// the same: libtorch 1.13's CPU randperm gives the same permutation as torch 2.11 (checked against torch 2.11 for
-// 2048, 4096 and 100000 elements, and by this case's parity). The spectrum's random init (init_weights false) uses
-// the global generator, as PEFT's torch.randn does.
+// the same (seeded_locations). The spectrum's random init (init_weights false) uses the global generator, as PEFT's
+// torch.randn does.
 #include "peft4j/tuners/fourierft.h"
-
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
@@ -49,10 +46,7 @@ class FourierFTTuner : public WrappingTuner<FourierFTLayer> {
 }  // namespace
 
 FourierFTLayer::FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "FourierFT");
-  fourierft_spectrum_ = register_module("fourierft_spectrum", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "FourierFT") {}
 
 void FourierFTLayer::add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config,
                          bool initialise) {
@@ -61,10 +55,8 @@ void FourierFTLayer::add(const std::string& adapter, int64_t n_frequency, const 
     fail(ErrorKind::InvalidArgument, "FOURIERFT config field 'n_frequency' = " + std::to_string(n_frequency) +
                                          " must be in [1, in_features × out_features = " + std::to_string(entries) + "]");
   at::Tensor weight = linear_weight(*base_layer());
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(
-      static_cast<uint64_t>(config_int(config, "random_loc_seed")));
-  at::Tensor chosen = at::randperm(entries, generator, at::kLong).slice(0, 0, n_frequency);
-  indices_[adapter] = at::stack({at::div(chosen, shape_.in_features, "floor"), at::remainder(chosen, shape_.in_features)})
+  indices_[adapter] = seeded_locations(shape_.out_features, shape_.in_features, n_frequency,
+                                       config_int(config, "random_loc_seed"))
                           .to(weight.device());
   at::Tensor spectrum;
   {

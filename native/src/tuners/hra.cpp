@@ -58,7 +58,6 @@ HraLayer::HraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Adap
   auto* linear = dynamic_cast<torch::nn::LinearImpl*>(base.get());
   if (!linear) fail(ErrorKind::Unsupported, "HRA wraps Linear modules only, not " + base->name());
   in_features_ = linear->weight.size(1);
-  hra_u_ = register_module("hra_u", std::make_shared<AdapterDict>());
 }
 
 bool HraLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }

@@ -95,7 +95,6 @@ Ia3Layer::Ia3Layer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Adap
   } else {
     fail(ErrorKind::Unsupported, "IA3 wraps Linear and GPT-2's Conv1D layers only, not " + base->name());
   }
-  ia3_l_ = register_module("ia3_l", std::make_shared<AdapterDict>());
 }
 
 void Ia3Layer::add(const std::string& adapter, bool init_ia3_weights, bool initialise) {

@@ -1,5 +1,6 @@
 #include "peft4j/tuners/linear_target.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
@@ -35,6 +36,10 @@ LinearShape wrapped_linear_shape(const torch::nn::Module& module, const std::str
     fail(ErrorKind::Unsupported, method + (conv1d ? " wraps Linear and Conv1D modules only" : " wraps Linear modules only"));
   return *shape;
 }
+
+LinearDeltaLayer::LinearDeltaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+                                   const std::string& method, bool conv1d)
+    : WeightDeltaLayer(base, std::move(state)), shape_(wrapped_linear_shape(*base, method, conv1d)) {}
 
 at::Tensor linear_weight(const torch::nn::Module& module) {
   auto params = unwrapped(module).named_parameters(false);
@@ -80,6 +85,12 @@ void share_projections(torch::nn::Module& tuner_module, models::Model& model, co
   ctx.shared[prefix + "_B"] = b;
 }
 
+at::Tensor seeded_locations(int64_t rows, int64_t cols, int64_t count, int64_t seed) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  at::Tensor chosen = at::randperm(rows * cols, generator, at::kLong).slice(0, 0, count);
+  return at::stack({at::div(chosen, cols, "floor"), at::remainder(chosen, cols)});
+}
+
 bool upcast_on_cpu(const at::Tensor& t) {
   return t.device().is_cpu() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
 }
@@ -94,6 +105,14 @@ void check_linear_method_config(const nlohmann::json& config, bool has_bias, con
       fail(ErrorKind::InvalidArgument, type + " config field 'bias' must be \"none\" or \"all\", got \"" + bias + "\"");
   }
   if (!dropout_field.empty()) config_probability(config, dropout_field);
+}
+
+void check_layers_need_target_list(const nlohmann::json& config) {
+  if (!config.contains("target_modules") || !config["target_modules"].is_string()) return;
+  for (const char* field : {"layers_to_transform", "layers_pattern"})
+    if (config.contains(field) && !config[field].is_null())
+      fail(ErrorKind::InvalidArgument, config_string(config, "peft_type") + " config field '" + field +
+                                           "' cannot be used when 'target_modules' is a regular expression (a string)");
 }
 
 }  // namespace peft4j::tuners

@@ -36,14 +36,7 @@ class LohaTuner : public lycoris::Tuner<LohaLayer> {
 }  // namespace
 
 LohaLayer::LohaLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : LycorisLayer(std::move(base), std::move(state), "LOHA") {
-  hada_w1_a_ = register_module("hada_w1_a", std::make_shared<AdapterDict>());
-  hada_w1_b_ = register_module("hada_w1_b", std::make_shared<AdapterDict>());
-  hada_w2_a_ = register_module("hada_w2_a", std::make_shared<AdapterDict>());
-  hada_w2_b_ = register_module("hada_w2_b", std::make_shared<AdapterDict>());
-  hada_t1_ = register_module("hada_t1", std::make_shared<AdapterDict>());
-  hada_t2_ = register_module("hada_t2", std::make_shared<AdapterDict>());
-}
+    : LycorisLayer(std::move(base), std::move(state), "LOHA") {}
 
 void LohaLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config,
                     bool initialise) {

@@ -63,15 +63,7 @@ std::pair<int64_t, int64_t> lokr_factorization(int64_t dimension, int64_t factor
 }
 
 LokrLayer::LokrLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : LycorisLayer(std::move(base), std::move(state), "LOKR") {
-  lokr_w1_ = register_module("lokr_w1", std::make_shared<AdapterDict>());
-  lokr_w1_a_ = register_module("lokr_w1_a", std::make_shared<AdapterDict>());
-  lokr_w1_b_ = register_module("lokr_w1_b", std::make_shared<AdapterDict>());
-  lokr_w2_ = register_module("lokr_w2", std::make_shared<AdapterDict>());
-  lokr_w2_a_ = register_module("lokr_w2_a", std::make_shared<AdapterDict>());
-  lokr_w2_b_ = register_module("lokr_w2_b", std::make_shared<AdapterDict>());
-  lokr_t2_ = register_module("lokr_t2", std::make_shared<AdapterDict>());
-}
+    : LycorisLayer(std::move(base), std::move(state), "LOKR") {}
 
 void LokrLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config,
                     bool initialise) {

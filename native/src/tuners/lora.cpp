@@ -10,7 +10,11 @@
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
 #include "peft4j/tuners/lora_init.h"
+#include "peft4j/tuners/lora_param.h"
+#include "peft4j/tuners/lora_replication.h"
+#include "peft4j/tuners/lora_variant.h"
 #include "peft4j/tuners/peft_model.h"
+#include "peft4j/warnings.h"
 
 namespace peft4j::tuners {
 
@@ -48,22 +52,103 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
  protected:
   void validate(nlohmann::json& config) const override {
     check_lora_init(config);
-    refuse_unsupported_lora_options(config, lora_init_fields());
+    refuse_unsupported_lora_options(config);
     config_positive_int(config, "r");
     config_probability(config, "lora_dropout");
     config_double(config, "lora_alpha");
     config_bool(config, "use_rslora");
     config_choice(config, "bias", {"none", "all", "lora_only"});
-    if (config_bool(config, "use_dora") && config_bool(config, "lora_bias"))
-      fail(ErrorKind::Unsupported, "LORA with both use_dora and lora_bias is not supported by peft4j");
+    // PEFT's LoraConfig.__post_init__ on lora_bias.
+    if (config_bool(config, "lora_bias") && config_bool(config, "use_dora"))
+      fail(ErrorKind::InvalidArgument, "LORA config field 'lora_bias' true is not supported for DoRA (use_dora), as "
+                                       "PEFT refuses it");
+    if (config_bool(config, "lora_bias") && !config["init_lora_weights"].is_boolean())
+      fail(ErrorKind::InvalidArgument, "LORA config field 'lora_bias' true needs init_lora_weights true or false, got " +
+                                           config["init_lora_weights"].dump());
     check_pattern(config, "rank_pattern", /*positive_ints=*/true);
     check_pattern(config, "alpha_pattern", /*positive_ints=*/false);
+    check_lora_variants(config);
+    check_target_parameters(config);
+    check_layer_replication(config);
   }
 
   void add(LoraLayer& layer, const InjectContext& ctx) const override {
     layer.add(ctx.adapter, pattern_int(ctx.config, "rank_pattern", ctx.key, "r"),
               pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise, ctx.key,
               ctx.shared);
+  }
+
+ public:
+  void prepare_model(const nlohmann::json& config, models::Model& model, bool has_adapters) const override {
+    apply_layer_replication(config, model, has_adapters);
+  }
+
+  std::string merge_refusal(const nlohmann::json& config) const override {
+    return layer_replication_merge_refusal(config);
+  }
+
+  bool targets_beyond_modules(const nlohmann::json& config) const override {
+    return lora_field_is_set(config["target_parameters"]);
+  }
+
+  // target_parameters are wrapped here, before the target modules, which they may not share (checked).
+  void prepare(torch::nn::Module&, models::Model& model, const std::vector<std::string>& targets,
+               InjectContext& ctx) const override {
+    if (!lora_field_is_set(ctx.config["target_parameters"])) return;
+    if (!inject_lora_parameters(model, ctx, targets).empty()) return;
+    if (targets.empty())
+      fail(ErrorKind::InvalidArgument, "no module matches target_modules " + ctx.config["target_modules"].dump() +
+                                           " and no parameter matches target_parameters " +
+                                           ctx.config["target_parameters"].dump() + "; check these fields");
+    warn("target_parameters=" + ctx.config["target_parameters"].dump() + " were set but no parameter was matched.");
+  }
+
+  void before_forward(const std::string& adapter, const nlohmann::json& config, const models::ModelInputs& inputs,
+                      const at::Tensor& rows, AdapterState& state) const override {
+    if (const LoraVariantSpec* spec = requested_lora_variant(config); spec && spec->before_forward)
+      spec->before_forward(adapter, config, inputs, rows, state);
+  }
+
+  void check_with_existing(const nlohmann::json& config,
+                           const std::map<std::string, nlohmann::json>& existing) const override {
+    for (const auto& spec : lora_variants())
+      if (spec.check_with_existing) spec.check_with_existing(config, existing);
+    // PEFT's _check_new_adapter_config: the nesting of parameter wrappers (hence the keys) must be the same for all.
+    if (!lora_field_is_set(config["target_parameters"])) return;
+    auto names = [](const nlohmann::json& c) {
+      std::set<std::string> out;
+      for (const auto& n : c["target_parameters"]) out.insert(n.get<std::string>());
+      return out;
+    };
+    for (const auto& [name, other] : existing)
+      if (lora_field_is_set(other["target_parameters"]) && names(other) != names(config))
+        fail(ErrorKind::InvalidArgument, "When using multiple adapters with `target_parameters`, all adapters must "
+                                         "target the same set of parameters, but got " +
+                                             config["target_parameters"].dump() + " for the new adapter and " +
+                                             other["target_parameters"].dump() + " for adapter '" + name + "'");
+  }
+
+ private:
+  // PEFT's ParamWrapper refuses what cannot act on a parameter: dropout (x cannot be factored out), fan_in_fan_out,
+  // lora_bias and every LoRA variant.
+  static void check_target_parameters(const nlohmann::json& config) {
+    const auto& names = config["target_parameters"];
+    if (names.is_null()) return;
+    if (!names.is_array() || !std::all_of(names.begin(), names.end(), [](const nlohmann::json& n) { return n.is_string(); }))
+      fail(ErrorKind::InvalidArgument, "LORA config field 'target_parameters' must be a list of strings or null, got " +
+                                           names.dump());
+    if (names.empty()) return;
+    auto refuse = [](const std::string& what) {
+      fail(ErrorKind::InvalidArgument, "LORA config field 'target_parameters': lora.ParamWrapper does not work with " + what);
+    };
+    if (config_double(config, "lora_dropout") != 0) refuse("lora_dropout != 0");
+    if (config_bool(config, "fan_in_fan_out")) refuse("fan_in_fan_out");
+    if (config_bool(config, "lora_bias")) refuse("lora_bias=True");
+    if (config_bool(config, "use_dora") || requested_lora_variant(config)) refuse("LoRA variants like DoRA");
+    const auto& init = config["init_lora_weights"];
+    if (!init.is_boolean() && init != "gaussian")
+      fail(ErrorKind::Unsupported, "LORA config field 'init_lora_weights' = " + init.dump() + " together with "
+                                   "target_parameters is not supported by peft4j (true, false or \"gaussian\")");
   }
 };
 
@@ -186,19 +271,28 @@ nlohmann::json lora_config_defaults(const std::string& peft_type) {
           {"velora_config", nullptr}};
 }
 
-void refuse_unsupported_lora_options(const nlohmann::json& config, const std::vector<std::string>& handled) {
+void refuse_unsupported_lora_options(const nlohmann::json& config) {
   // Unset: null, false, {} or [] (Python's falsiness, as PEFT tests these options).
   auto is_set = [](const nlohmann::json& v) {
     return !(v.is_null() || (v.is_object() && v.empty()) || (v.is_array() && v.empty()) ||
              (v.is_boolean() && !v.get<bool>()));
   };
+  const bool lora = config_string(config, "peft_type") == "LORA";
+  // LoRA implements these (its variants, lora_param, lora_replication, lora_init's sub-configs, ...); AdaLoRA, whose
+  // config extends LoRA's, none of them.
+  std::set<std::string> lora_options = {"target_parameters", "layer_replication"};
+  lora_options.insert(lora_init_fields().begin(), lora_init_fields().end());
   for (const char* field : {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
                             "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
                             "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
-                            "use_qalora", "ensure_weight_tying", "loftq_config"})
-    if (!std::count(handled.begin(), handled.end(), field) && is_set(config[field]))
+                            "use_qalora", "ensure_weight_tying", "loftq_config"}) {
+    bool variant = lora_options.count(field) > 0;
+    for (const auto& spec : lora_variants()) variant = variant || spec.field == field;
+    if (lora && variant) continue;
+    if (is_set(config[field]))
       fail(ErrorKind::Unsupported, config_string(config, "peft_type") + " config field '" + field +
                                        "' is not supported by peft4j (value " + config[field].dump() + ")");
+  }
 }
 
 LoraLayer::LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
@@ -214,13 +308,6 @@ LoraLayer::LoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   } else {
     fail(ErrorKind::Unsupported, "LoRA wraps Linear, Conv1D and Embedding modules only");
   }
-  // Registration order as PEFT's LoraLayer, so parameters list in the same order.
-  lora_A_ = register_module("lora_A", std::make_shared<AdapterDict>());
-  lora_B_ = register_module("lora_B", std::make_shared<AdapterDict>());
-  lora_embedding_A_ = register_module("lora_embedding_A", std::make_shared<AdapterDict>());
-  lora_embedding_B_ = register_module("lora_embedding_B", std::make_shared<AdapterDict>());
-  lora_magnitude_vector_ = register_module("lora_magnitude_vector", std::make_shared<AdapterDict>());
-  gates_ = register_module("lora_gate", std::make_shared<AdapterDict>());
 }
 
 void LoraLayer::add_gate(const std::string& adapter) {
@@ -258,6 +345,17 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
   const bool dora = config_bool(config, "use_dora");
   const bool lora_bias = config_bool(config, "lora_bias");
   if (dora && embedding_) fail(ErrorKind::Unsupported, "DoRA on an Embedding layer is not supported by peft4j");
+  const LoraVariantSpec* variant = requested_lora_variant(config);
+  if (variant && embedding_ && !variant->on_embedding)
+    fail(ErrorKind::Unsupported, "LORA config field '" + variant->field + "' asks for a LoRA variant that PEFT 0.21 has "
+                                 "no Embedding layer for (target '" + key + "' is an Embedding)");
+  // PEFT's lora.Embedding refuses lora_bias; on a Linear without a bias it only warns (merging then fails).
+  if (lora_bias && embedding_)
+    fail(ErrorKind::InvalidArgument, "LORA config field 'lora_bias' true is not supported for Embedding layers (target '" +
+                                         key + "')");
+  if (lora_bias && !linear_bias(*base_layer()).defined())
+    warn("lora_bias=True was passed but the targeted layer '" + key + "' has no bias: merging the adapter won't be "
+         "possible");
   at::NoGradGuard no_grad;
   auto options = at::TensorOptions().dtype(base_weight().scalar_type()).device(base_weight().device());
   const auto& init = config["init_lora_weights"];
@@ -294,6 +392,7 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
     lora_B_->put_module(adapter, b.ptr());
   }
   r_[adapter] = r;
+  if (lora_bias) lora_bias_.insert(adapter);
   scaling_[adapter] = config_bool(config, "use_rslora") ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
   dropout_[adapter] = config_double(config, "lora_dropout");
   // PiSSA, OLoRA, MiCA, orthogonal, CorDA, LoRA-GA, EVA (lora_init.h); before DoRA's magnitude, which PEFT takes from
@@ -306,6 +405,63 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
     magnitude->register_parameter("weight", dora_weight_norm(lora_weight, scaling_[adapter]).clone());
     lora_magnitude_vector_->put_module(adapter, magnitude);
   }
+  if (variant) variants_[adapter] = variant->make(*this, adapter, config, key, initialise);
+}
+
+void LoraLayer::replace_lora_A(const std::string& adapter, std::shared_ptr<torch::nn::Module> module) {
+  lora_A_->put_module(adapter, std::move(module));
+}
+
+void LoraLayer::replace_lora_B(const std::string& adapter, std::shared_ptr<torch::nn::Module> module) {
+  lora_B_->put_module(adapter, std::move(module));
+}
+
+AdapterDict& LoraLayer::variant_dict(const std::string& name) {
+  auto children = named_children();
+  if (const auto* child = children.find(name)) {
+    auto* dict = dynamic_cast<AdapterDict*>(child->get());
+    if (!dict) fail(ErrorKind::Internal, "LoRA layer child '" + name + "' is not an adapter dict");
+    return *dict;
+  }
+  return *register_module(name, std::make_shared<AdapterDict>());
+}
+
+const AdapterDict& LoraLayer::variant_dict(const std::string& name) const {
+  auto children = named_children();
+  const auto* child = children.find(name);
+  const auto* dict = child ? dynamic_cast<const AdapterDict*>(child->get()) : nullptr;
+  if (!dict) fail(ErrorKind::Internal, "LoRA layer has no adapter dict '" + name + "'");
+  return *dict;
+}
+
+const LoraVariant* LoraLayer::variant(const std::string& adapter) const {
+  auto it = variants_.find(adapter);
+  return it == variants_.end() ? nullptr : it->second.get();
+}
+
+at::Tensor LoraLayer::dropped(const std::string& adapter, const at::Tensor& x) const {
+  const double p = dropout_.at(adapter);
+  return p > 0 ? at::dropout(x, p, is_training()) : x;
+}
+
+bool LoraLayer::can_merge() const { return gates_->children().empty() && merge_refusal().empty(); }
+
+// The first refusal among the active adapters' variants; "" when they all merge (gated adapters are refused by
+// can_merge itself).
+std::string LoraLayer::merge_refusal() const {
+  for (const auto& adapter : state_->active)
+    if (const LoraVariant* v = variant(adapter); v && !v->merge_refusal().empty()) return v->merge_refusal();
+  if (!gates_->children().empty()) return WeightDeltaLayer::merge_refusal();
+  return "";
+}
+
+bool LoraLayer::routes_mixed_batches() const { return mixed_batch_refusal().empty(); }
+
+std::string LoraLayer::mixed_batch_refusal() const {
+  if (!state_->row_adapters) return "";
+  for (const auto& adapter : *state_->row_adapters)
+    if (const LoraVariant* v = variant(adapter); v && !v->mixed_batch_refusal().empty()) return v->mixed_batch_refusal();
+  return "";
 }
 
 at::Tensor LoraLayer::dora_weight_norm(const at::Tensor& lora_weight, double scale) const {
@@ -314,6 +470,8 @@ at::Tensor LoraLayer::dora_weight_norm(const at::Tensor& lora_weight, double sca
 }
 
 at::Tensor LoraLayer::apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) {
+  if (auto it = variants_.find(adapter); it != variants_.end())
+    return it->second->forward(*this, adapter, x.to(lora_a(adapter).scalar_type()), result);
   const double scale = scaling_.at(adapter);
   if (embedding_) {
     at::Tensor after_a = at::embedding(lora_embedding_A_->parameter(adapter).t(), x);
@@ -350,6 +508,11 @@ at::Tensor LoraLayer::apply(const at::Tensor& x, const at::Tensor& result, const
 }
 
 at::Tensor LoraLayer::delta_weight(const std::string& adapter) const {
+  if (const LoraVariant* v = variant(adapter)) return v->delta_weight(*this, adapter);
+  return plain_delta_weight(adapter);
+}
+
+at::Tensor LoraLayer::plain_delta_weight(const std::string& adapter) const {
   at::Tensor a = lora_a(adapter);
   at::Tensor b = lora_b(adapter);
   // Low-precision matmuls are slow on CPUs: compute in f32 there, as PEFT does.
@@ -359,8 +522,31 @@ at::Tensor LoraLayer::delta_weight(const std::string& adapter) const {
   return delta.to(a.scalar_type());
 }
 
+// lora_bias: B's bias, scaled, joins the base bias (PEFT's Linear.merge).
+void LoraLayer::merge_lora_bias(const std::string& adapter, double sign) {
+  if (embedding_ || !lora_B_->contains(adapter)) return;
+  auto params = lora_B_->module(adapter).named_parameters(false);
+  const auto* b = params.find("bias");
+  if (!b || !b->defined()) return;
+  at::Tensor base_bias = linear_bias(*base_layer());
+  if (!base_bias.defined())
+    fail(ErrorKind::Unsupported, "impossible to merge LoRA adapter '" + adapter + "' with lora_bias=True: the base layer "
+                                 "has no bias");
+  at::NoGradGuard no_grad;
+  base_bias.add_((*b * scaling_.at(adapter)).to(base_bias.scalar_type()), sign);
+}
+
 void LoraLayer::merge_adapter(const std::string& adapter) {
-  if (!lora_magnitude_vector_->contains(adapter)) return WeightDeltaLayer::merge_adapter(adapter);
+  if (const LoraVariant* v = variant(adapter); v && !v->merge_refusal().empty())
+    fail(ErrorKind::Unsupported, v->merge_refusal());
+  if (!lora_magnitude_vector_->contains(adapter)) {
+    if (lora_bias_.count(adapter) && !linear_bias(*base_layer()).defined())
+      fail(ErrorKind::Unsupported, "impossible to merge LoRA adapter '" + adapter + "' with lora_bias=True: the base "
+                                   "layer has no bias");
+    WeightDeltaLayer::merge_adapter(adapter);
+    merge_lora_bias(adapter, 1.0);
+    return;
+  }
   at::NoGradGuard no_grad;
   at::Tensor w = base_weight();
   at::Tensor delta = delta_weight(adapter).to(w.scalar_type());
@@ -374,7 +560,11 @@ void LoraLayer::merge_adapter(const std::string& adapter) {
 }
 
 void LoraLayer::unmerge_adapter(const std::string& adapter) {
-  if (!lora_magnitude_vector_->contains(adapter)) return WeightDeltaLayer::unmerge_adapter(adapter);
+  if (!lora_magnitude_vector_->contains(adapter)) {
+    WeightDeltaLayer::unmerge_adapter(adapter);
+    merge_lora_bias(adapter, -1.0);
+    return;
+  }
   at::NoGradGuard no_grad;
   at::Tensor w = base_weight();
   at::Tensor delta = delta_weight(adapter).to(w.scalar_type());
@@ -386,6 +576,8 @@ void LoraLayer::unmerge_adapter(const std::string& adapter) {
 }
 
 void LoraLayer::forget_adapter(const std::string& adapter) {
+  variants_.erase(adapter);
+  lora_bias_.erase(adapter);
   r_.erase(adapter);
   scaling_.erase(adapter);
   dropout_.erase(adapter);

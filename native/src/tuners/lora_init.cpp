@@ -15,6 +15,7 @@
 #include "peft4j/files.h"
 #include "peft4j/models/conv1d.h"
 #include "peft4j/safetensors.h"
+#include "peft4j/train/training_data.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
 #include "peft4j/tuners/lora.h"
@@ -198,15 +199,8 @@ void prepare_corda(const nlohmann::json& config, models::Model& model, const std
     for (const auto& batch : data) {
       // PEFT's hook takes one sequence per forward: each row runs alone, its padding left out.
       for (int64_t row = 0; row < batch.input_ids.size(0); ++row) {
-        at::Tensor ids = batch.input_ids[row];
-        if (batch.attention_mask.defined()) ids = ids.masked_select(batch.attention_mask[row].ne(0));
-        models::ModelInputs one;
-        one.input_ids = ids.unsqueeze(0).to(device);
-        if (batch.token_type_ids.defined()) {
-          at::Tensor types = batch.token_type_ids[row];
-          if (batch.attention_mask.defined()) types = types.masked_select(batch.attention_mask[row].ne(0));
-          one.token_type_ids = types.unsqueeze(0).to(device);
-        }
+        models::ModelInputs one = train::unpadded_row(batch, row, device);
+        one.labels = at::Tensor();  // CorDA reads the layers' inputs only
         model.forward(one);
       }
     }
@@ -799,10 +793,6 @@ nlohmann::json prepare_lora_init(const nlohmann::json& config, models::Model& mo
     fail(ErrorKind::InvalidArgument, "initialisation data was given, but init_lora_weights " +
                                          config["init_lora_weights"].dump() +
                                          " takes none (only \"corda\", \"eva\" and \"lora_ga\" initialise from data)");
-  if (data.empty()) fail(ErrorKind::InvalidArgument, "init_lora_weights '" + name + "': the initialisation data is empty");
-  for (const auto& batch : data)
-    if (!batch.input_ids.defined() || batch.input_ids.dim() != 2)
-      fail(ErrorKind::InvalidArgument, "initialisation data: every batch needs input_ids [batch, length]");
   if (name == "corda") {
     prepare_corda(config, model, data, prepared, wrappable);
     return config;

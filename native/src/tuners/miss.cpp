@@ -65,7 +65,6 @@ MissLayer::MissLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   if (!linear) fail(ErrorKind::Unsupported, "MISS wraps Linear modules only");
   in_features_ = linear->weight.size(1);
   out_features_ = linear->weight.size(0);
-  miss_block_ = register_module("miss_block", std::make_shared<AdapterDict>());
 }
 
 bool MissLayer::has_adapter(const std::string& adapter) const { return miss_block_->contains(adapter); }

@@ -7,7 +7,7 @@ namespace peft4j::tuners {
 ModuleCopyLayer::ModuleCopyLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
                                  const std::string& base_name, const std::string& copies_name)
     : AdapterLayer(std::move(base), std::move(state), base_name) {
-  copies_ = register_module(copies_name, std::make_shared<AdapterDict>());
+  copies_ = adapter_dict(copies_name);
 }
 
 void ModuleCopyLayer::add(const std::string& adapter) {

@@ -178,9 +178,6 @@ OftLayer::OftLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Adap
   } else {
     fail(ErrorKind::Unsupported, "OFT wraps Linear and Embedding modules only, not " + base->name());
   }
-  // Registration order as PEFT's OFTLayer.
-  oft_R_ = register_module("oft_R", std::make_shared<AdapterDict>());
-  oft_embedding_R_ = register_module("oft_embedding_R", std::make_shared<AdapterDict>());
 }
 
 bool OftLayer::has_adapter(const std::string& adapter) const { return r_.count(adapter) > 0; }

@@ -87,13 +87,9 @@ NamedLayers PeftModel::adapter_layers() const {
   return out;
 }
 
-void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input) {
-  add_adapter(name, input, nullptr, nullptr);
-}
-
 void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
                             const std::vector<models::ModelInputs>& data) {
-  add_adapter(name, input, &data, nullptr);
+  add_adapter(name, input, data.empty() ? nullptr : &data, nullptr);
 }
 
 void PeftModel::restore(const BaseWeights& changed) {
@@ -110,12 +106,23 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   const Tuner& tuner = tuner_for(input["peft_type"].get<std::string>());
   nlohmann::json config = tuner.resolve_for_model(tuner.normalize_config(input), *base_);
   add_classification_head(config);
+  tuner.prepare_model(config, *base_, !adapters_.empty());
   tuner.check_model(config, *base_);
   if (!adapters_.empty() && adapters_.begin()->second.tuner != &tuner)
     fail(ErrorKind::Unsupported, "this model carries " + adapters_.begin()->second.tuner->peft_type() +
                                      " adapters; adding a " + tuner.peft_type() + " adapter to it is not supported");
+  {
+    std::map<std::string, nlohmann::json> existing;
+    for (const auto& [n, a] : adapters_) existing[n] = a.config;
+    tuner.check_with_existing(config, existing);
+  }
   std::map<std::string, at::Tensor> prepared;
-  if (data) config = tuner.prepare_from_data(config, *base_, *data, prepared);
+  if (data) {
+    for (const auto& batch : *data)
+      if (!batch.input_ids.defined() || batch.input_ids.dim() != 2)
+        fail(ErrorKind::InvalidArgument, "the data for adapter '" + name + "': every batch needs input_ids [batch, length]");
+    config = tuner.prepare_from_data(config, *base_, *data, prepared);
+  }
 
   // Modules inside existing adapter layers (their lora_A, base_layer, ...) are never targets themselves.
   std::vector<std::string> layer_paths;
@@ -125,7 +132,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   if (!level)
     for (const auto& key : find_target_modules(*base_, config, [&](const torch::nn::Module& m) { return tuner.can_wrap(m); }))
       if (!under_any(key, layer_paths)) targets.push_back(key);
-  if (!level && targets.empty())
+  if (!level && targets.empty() && !tuner.targets_beyond_modules(config))
     fail(ErrorKind::InvalidArgument, "target modules " + config["target_modules"].dump() + " not found in the base model (" +
                                          base_->model_type() + "); check target_modules");
 
@@ -138,7 +145,7 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   adapters_[name] = entry;
   order_.push_back(name);
   try {
-    InjectContext ctx{name, config, "", state_, true, prepared};
+    InjectContext ctx{name, config, "", state_, true, prepared, data};
     if (level) {
       // The first adapter decides PEFT's layout: prompt learning puts the base model at "base_model" itself.
       if (adapters_.size() == 1) use_layout(level->base_at_root());
@@ -261,6 +268,9 @@ int64_t PeftModel::trainable_parameter_count() const {
 void PeftModel::merge(const std::vector<std::string>& adapters) {
   std::vector<std::string> names = adapters.empty() ? state_->active : adapters;
   for (const auto& n : names)
+    if (std::string why = adapter(n).tuner->merge_refusal(adapter(n).config); !why.empty())
+      fail(ErrorKind::Unsupported, why);
+  for (const auto& n : names)
     if (as_model_level(*adapter(n).tuner))
       fail(ErrorKind::Unsupported, adapter(n).tuner->peft_type() +
                                        " adapters cannot be merged into the base weights: they act on the model as a whole "
@@ -268,8 +278,7 @@ void PeftModel::merge(const std::vector<std::string>& adapters) {
                                        "base model expresses");
   auto layers = adapter_layers();
   for (const auto& [path, layer] : layers)
-    if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge())
-      fail(ErrorKind::Unsupported, layer->peft_type() + " adapters cannot be merged into the base weights");
+    if (!dynamic_cast<ModulesToSaveLayer*>(layer) && !layer->can_merge()) fail(ErrorKind::Unsupported, layer->merge_refusal());
   for (const auto& [path, layer] : layers)
     if (!dynamic_cast<ModulesToSaveLayer*>(layer)) layer->merge(names);
 }
@@ -319,6 +328,11 @@ models::ModelOutput PeftModel::forward(const models::ModelInputs& inputs) {
   // Prompt learning rewrites the inputs (virtual tokens, prefixes) for the active adapter, as PEFT's forward does.
   models::ModelInputs adapted;
   const models::ModelInputs* use = &inputs;
+  // Also while disabled: what an adapter tracks over a KV cache then starts from the base model's forward.
+  for (const auto& name : state_->active) {
+    const Adapter& a = adapter(name);
+    a.tuner->before_forward(name, a.config, inputs, at::Tensor(), *state_);
+  }
   if (!state_->disabled)
     for (const auto& name : state_->active) {
       const Adapter& a = adapter(name);
@@ -353,6 +367,22 @@ void PeftModel::after_optimizer_step(int64_t step) {
   }
 }
 
+void PeftModel::before_training(int64_t max_steps) {
+  auto layers = adapter_layers();
+  for (const auto& name : state_->active) {
+    Adapter& a = adapters_.at(name);
+    a.tuner->before_training(layers, name, a.config, max_steps);
+  }
+}
+
+std::optional<double> PeftModel::learning_rate(const std::string& parameter) const {
+  for (const auto& name : state_->active) {
+    const Adapter& a = adapter(name);
+    if (auto rate = a.tuner->learning_rate(parameter, a.config)) return rate;
+  }
+  return std::nullopt;
+}
+
 models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, const std::vector<std::string>& rows) {
   for (const auto& n : rows)
     if (n != "__base__" && as_model_level(*adapter(n).tuner))
@@ -362,6 +392,16 @@ models::ModelOutput PeftModel::forward_mixed(const models::ModelInputs& inputs, 
     AdapterState& s;
     ~Reset() { s.row_adapters = nullptr; }
   } reset{*state_};
+  std::vector<std::string> unique;
+  for (const auto& n : rows)
+    if (n != "__base__" && std::find(unique.begin(), unique.end(), n) == unique.end()) unique.push_back(n);
+  for (const auto& n : unique) {
+    std::vector<int64_t> indices;
+    for (size_t i = 0; i < rows.size(); ++i)
+      if (rows[i] == n) indices.push_back(static_cast<int64_t>(i));
+    const Adapter& a = adapter(n);
+    a.tuner->before_forward(n, a.config, inputs, at::tensor(indices, at::TensorOptions().dtype(at::kLong)), *state_);
+  }
   state_->row_adapters = &rows;
   return base_->forward(inputs);
 }

@@ -105,14 +105,7 @@ class RandLoraTuner : public WrappingTuner<RandLoraLayer> {
 }  // namespace
 
 RandLoraLayer::RandLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "RandLoRA");
-  // Registration order as PEFT's RandLoraLayer.
-  randlora_lambda_ = register_module("randlora_lambda", std::make_shared<AdapterDict>());
-  randlora_gamma_ = register_module("randlora_gamma", std::make_shared<AdapterDict>());
-  randlora_A_ = register_module("randlora_A", std::make_shared<AdapterDict>());
-  randlora_B_ = register_module("randlora_B", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "RandLoRA") {}
 
 void RandLoraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json& config,
                         const at::Tensor& randlora_A, const at::Tensor& randlora_B, bool persistent, bool initialise) {

@@ -50,9 +50,6 @@ RoadLayer::RoadLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<Ad
   auto* linear = dynamic_cast<torch::nn::LinearImpl*>(base.get());
   if (!linear) fail(ErrorKind::Unsupported, "ROAD wraps Linear modules only, not " + base->name());
   out_features_ = linear->weight.size(0);
-  // Registration order as PEFT's RoadLayer.
-  road_theta_ = register_module("road_theta", std::make_shared<AdapterDict>());
-  road_alpha_ = register_module("road_alpha", std::make_shared<AdapterDict>());
 }
 
 bool RoadLayer::has_adapter(const std::string& adapter) const { return variant_.count(adapter) > 0; }

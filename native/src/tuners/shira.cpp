@@ -51,11 +51,7 @@ class ShiraTuner : public WrappingTuner<ShiraLayer> {
 }  // namespace
 
 ShiraLayer::ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "SHiRA", /*conv1d=*/false);
-  shira_weight_ = register_module("shira_weight", std::make_shared<AdapterDict>());
-  shira_indices_ = register_module("shira_indices", std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "SHiRA", /*conv1d=*/false) {}
 
 void ShiraLayer::add(const std::string& adapter, int64_t r, const nlohmann::json& config, bool initialise) {
   const int64_t in = shape_.in_features, out = shape_.out_features;

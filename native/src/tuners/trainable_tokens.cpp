@@ -126,7 +126,6 @@ TrainableTokensLayer::TrainableTokensLayer(std::shared_ptr<torch::nn::Module> ba
   } else if (!dynamic_cast<torch::nn::LinearImpl*>(base.get())) {
     fail(ErrorKind::Unsupported, "TRAINABLE_TOKENS wraps Embedding and Linear modules only");
   }
-  trainable_tokens_delta_ = register_module("trainable_tokens_delta", std::make_shared<AdapterDict>());
 }
 
 bool TrainableTokensLayer::has_adapter(const std::string& adapter) const {

@@ -85,6 +85,10 @@ AdapterLayer::AdapterLayer(std::shared_ptr<torch::nn::Module> base, std::shared_
   register_module(base_name_, std::move(base));
 }
 
+std::shared_ptr<AdapterDict> AdapterLayer::adapter_dict(const std::string& name) {
+  return register_module(name, std::make_shared<AdapterDict>());
+}
+
 std::shared_ptr<torch::nn::Module> AdapterLayer::base_layer() const { return named_children()[base_name_]; }
 
 bool AdapterLayer::empty() const {
@@ -102,9 +106,7 @@ at::Tensor AdapterLayer::forward(const at::Tensor& x) {
     return base_forward(x);
   }
   if (state_->row_adapters) {
-    if (!routes_mixed_batches())
-      fail(ErrorKind::Unsupported, peft_type() + " adapters do not support mixed batches (one adapter per row): PEFT "
-                                                 "0.21 routes them for LoRA only; run one forward per adapter instead");
+    if (!routes_mixed_batches()) fail(ErrorKind::Unsupported, mixed_batch_refusal());
     if (!merged_.empty())
       fail(ErrorKind::InvalidArgument, "a mixed batch cannot run while adapters are merged into the weights; unmerge first");
     return mixed_forward(x, *state_->row_adapters);
@@ -141,7 +143,7 @@ at::Tensor AdapterLayer::mixed_forward(const at::Tensor& x, const std::vector<st
 }
 
 void AdapterLayer::merge(const std::vector<std::string>& adapters) {
-  if (!can_merge()) fail(ErrorKind::Unsupported, peft_type() + " adapters cannot be merged into the base weights");
+  if (!can_merge()) fail(ErrorKind::Unsupported, merge_refusal());
   for (const auto& adapter : adapters) {
     if (!has_adapter(adapter) || std::count(merged_.begin(), merged_.end(), adapter)) continue;
     merge_adapter(adapter);
@@ -237,8 +239,8 @@ void Tuner::add_weighted_adapter(PeftModel&, const WeightedCombination& request)
 
 nlohmann::json Tuner::prepare_from_data(const nlohmann::json&, models::Model&, const std::vector<models::ModelInputs>&,
                                         std::map<std::string, at::Tensor>&) const {
-  fail(ErrorKind::Unsupported, peft_type() + " adapters initialise from no data (only LORA's \"corda\", \"eva\" and "
-                                             "\"lora_ga\" do)");
+  fail(ErrorKind::Unsupported, peft_type() + " adapters are made from no data (only LORA's init_lora_weights \"corda\", "
+                                             "\"eva\" and \"lora_ga\" and PAFI's mask_type \"fisher\" are)");
 }
 
 const Tuner& tuner_for(const std::string& peft_type) {

@@ -139,12 +139,7 @@ class VBLoraTuner : public WrappingTuner<VBLoraLayer> {
 }  // namespace
 
 VBLoraLayer::VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "VBLORA");
-  vblora_logits_A_ = register_module("vblora_logits_A", std::make_shared<AdapterDict>());
-  vblora_logits_B_ = register_module("vblora_logits_B", std::make_shared<AdapterDict>());
-  vblora_vector_bank_ = register_module(kBank, std::make_shared<AdapterDict>());
-}
+    : LinearDeltaLayer(std::move(base), std::move(state), "VBLORA") {}
 
 bool VBLoraLayer::has_adapter(const std::string& adapter) const { return vblora_logits_A_->contains(adapter); }
 

@@ -73,6 +73,7 @@ class BertForSequenceClassification : public Model {
   // The classification head is new when fine-tuning from a pretrained encoder, so "classifier.*" may be absent
   // (it keeps HF's initialisation); pretraining heads ("cls.*") and the old position_ids buffer are ignored.
   bool is_optional_key(const std::string& key) const override;
+  void replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) override;
 
   const BertConfig& bert_config() const { return config_; }
 

@@ -115,6 +115,7 @@ class GPT2LMHeadModel : public Model {
   // A tied lm_head.weight, and the causal-mask buffers ("h.N.attn.bias", "h.N.attn.masked_bias") that old
   // checkpoints carry and transformers ignores.
   bool is_optional_key(const std::string& key) const override;
+  std::string base_model_prefix() const override { return "transformer"; }
 
   const GPT2Config& gpt2_config() const { return config_; }
   GPT2ModelImpl& backbone() { return *transformer_; }

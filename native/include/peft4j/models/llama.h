@@ -177,6 +177,7 @@ class LlamaForCausalLM : public Model {
   int64_t vocab_size() const override { return config_.vocab_size; }
   // A tied lm_head.weight (HF's save_pretrained drops it) and old checkpoints' rotary inv_freq buffers.
   bool is_optional_key(const std::string& key) const override;
+  void replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) override;
 
   const LlamaConfig& llama_config() const { return config_; }
   LlamaModelImpl& backbone() { return *model_; }

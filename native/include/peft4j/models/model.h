@@ -121,12 +121,22 @@ class Model : public torch::nn::Module {
   // Checkpoint keys that may be absent or present without error because HF ties or recomputes them
   // (a tied lm_head.weight, rotary inv_freq buffers, T5's encoder/decoder embed_tokens copies of "shared").
   virtual bool is_optional_key(const std::string& key) const { return false; }
+  // transformers' base_model_prefix ("transformer" for GPT-2): a checkpoint of the bare base model (GPT2Model) has
+  // keys without it, which load_weights prefixes, as from_pretrained does. Empty: keys are taken as they are.
+  virtual std::string base_model_prefix() const { return ""; }
   // Called after a load with the optional keys the checkpoint lacked, so a model can tie them as transformers
   // does when a tied weight is absent from the file.
   virtual void on_absent_optional_keys(const std::vector<std::string>& keys) {}
   // Whether forward() may be asked for a KV cache (use_cache): false while an adapter computes something from the
   // whole sequence at once (UniPELT's gates), so generate() recomputes the sequence each step instead.
   virtual bool supports_kv_cache() const { return true; }
+  // PEFT's replicate_layers (LoRA's layer_replication, layer_replication.h): the layer stack rebuilt from `map`,
+  // repeated layers sharing their weights; num_layers() and config()'s num_hidden_layers follow. Families without
+  // one layer list (GPT-2's "h" sits under "transformer", T5 has two) refuse it, as PEFT does.
+  virtual void replicate_layers(const std::vector<std::pair<int64_t, int64_t>>& map) {
+    fail(ErrorKind::Unsupported, "layer_replication: could not locate the layers of " + model_type() +
+                                     " (PEFT replicates Llama-, Bert- and Falcon-like layer lists)");
+  }
 };
 
 // The model's self-attention layers in module order, with their module paths ("model.layers.0.self_attn").
@@ -216,7 +226,8 @@ std::shared_ptr<Model> create_model(const nlohmann::json& config);
 // model's. Missing keys, unexpected keys and shape mismatches are all collected and reported in one
 // Error(Format) naming each; on error the model is left unchanged. `source` names the origin in messages.
 // Keys that HF ties or recomputes (tied lm_head, rotary inv_freq, T5's shared/embed copies) are accepted
-// when absent or present, as transformers does.
+// when absent or present, as transformers does. A checkpoint none of whose keys starts with the model's
+// base_model_prefix() has it added to every key (the bare base model's checkpoint), as transformers does.
 void load_weights(Model& model, const std::map<std::string, at::Tensor>& tensors, const std::string& source);
 
 // Reads an HF model directory (config.json + model.safetensors or a sharded index) into a model.

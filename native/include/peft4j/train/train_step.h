@@ -31,6 +31,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Te
 // Sets the learning rate of every parameter group.
 void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
 
+// Adds `params` as a parameter group of their own with `learning_rate`, the other options as the first group's.
+void add_parameter_group(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& params, double learning_rate);
+
 struct StepOptions {
   int64_t step = 1;             // the step's number (1-based), for messages and the tuners' hooks
   double max_grad_norm = 0.0;   // clip the total gradient norm to this; 0: no clipping

@@ -99,6 +99,7 @@ class Trainer {
   std::vector<Example> train_;
   std::vector<Example> eval_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<double> group_rates_;  // each parameter group's learning rate before the schedule
   at::Device device_;
   int64_t batches_per_epoch_ = 0;
   int64_t max_steps_ = 0;

@@ -13,7 +13,7 @@
 
 namespace peft4j::tuners {
 
-class AdaLoraLayer : public WeightDeltaLayer {
+class AdaLoraLayer : public LinearDeltaLayer {
  public:
   AdaLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -47,8 +47,10 @@ class AdaLoraLayer : public WeightDeltaLayer {
     at::Tensor uncertainty;  // exp_avg_unc
   };
 
-  LinearShape shape_;  // of the wrapped Linear/Conv1D
-  std::shared_ptr<AdapterDict> lora_A_, lora_B_, lora_E_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> lora_A_ = adapter_dict("lora_A");
+  std::shared_ptr<AdapterDict> lora_B_ = adapter_dict("lora_B");
+  std::shared_ptr<AdapterDict> lora_E_ = adapter_dict("lora_E");
   std::map<std::string, int64_t> r_;
   std::map<std::string, double> scaling_;
   std::map<std::string, double> dropout_;

@@ -32,7 +32,8 @@ class BitFitLayer : public AdapterLayer {
 
  private:
   at::Tensor base_bias() const;
-  std::shared_ptr<AdapterDict> biases_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> biases_ = adapter_dict("bitfit_bias");
   std::map<std::string, at::Tensor> merged_deltas_;  // b_a − b at merge time, taken out again by unmerge
 };
 

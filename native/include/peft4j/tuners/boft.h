@@ -40,7 +40,9 @@ class BoftLayer : public AdapterLayer {
 
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
-  std::shared_ptr<AdapterDict> boft_R_, boft_s_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> boft_R_ = adapter_dict("boft_R");
+  std::shared_ptr<AdapterDict> boft_s_ = adapter_dict("boft_s");
   // Per adapter, the permutations of factors 1.. (row i of a permuted factor is row perm[i] of its block diagonal).
   std::map<std::string, std::vector<at::Tensor>> permutations_;
   std::map<std::string, double> dropout_;

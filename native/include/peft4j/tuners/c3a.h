@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class C3ALayer : public WeightDeltaLayer {
+class C3ALayer : public LinearDeltaLayer {
  public:
   C3ALayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -30,8 +30,8 @@ class C3ALayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> c3a_kernel_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> c3a_kernel_ = adapter_dict("c3a_kernel");
   std::map<std::string, int64_t> block_size_;
 };
 

@@ -85,7 +85,8 @@ class DeltaLayer : public AdapterLayer {
   bool skipped(const std::string& adapter);
 
   std::string peft_type_;
-  std::shared_ptr<AdapterDict> deltas_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> deltas_ = adapter_dict("adapters");
   std::map<std::string, DeltaPlacement> placements_;
 };
 

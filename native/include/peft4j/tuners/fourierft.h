@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class FourierFTLayer : public WeightDeltaLayer {
+class FourierFTLayer : public LinearDeltaLayer {
  public:
   FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -31,8 +31,8 @@ class FourierFTLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> fourierft_spectrum_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> fourierft_spectrum_ = adapter_dict("fourierft_spectrum");
   std::map<std::string, int64_t> n_frequency_;
   std::map<std::string, double> scaling_;
   std::map<std::string, at::Tensor> indices_;  // PEFT's plain dict: derived from the seed, never saved

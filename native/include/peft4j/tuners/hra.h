@@ -35,7 +35,8 @@ class HraLayer : public AdapterLayer {
   at::Tensor forward_with(const at::Tensor& x, const std::vector<std::string>& adapters);
 
   int64_t in_features_ = 0;
-  std::shared_ptr<AdapterDict> hra_u_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> hra_u_ = adapter_dict("hra_u");
   std::map<std::string, int64_t> r_;
   std::map<std::string, bool> apply_gs_;
 };

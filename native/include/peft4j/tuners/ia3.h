@@ -42,7 +42,8 @@ class Ia3Layer : public AdapterLayer {
   bool fan_in_fan_out_ = false;  // GPT-2's Conv1D stores [in, out]
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
-  std::shared_ptr<AdapterDict> ia3_l_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> ia3_l_ = adapter_dict("ia3_l");
 };
 
 }  // namespace peft4j::tuners

@@ -18,7 +18,13 @@ class LohaLayer : public LycorisLayer {
 
  private:
   // PEFT registers hada_t1/hada_t2 (Conv2d's CP cores) on every layer; they stay empty on Linear.
-  std::shared_ptr<AdapterDict> hada_w1_a_, hada_w1_b_, hada_w2_a_, hada_w2_b_, hada_t1_, hada_t2_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> hada_w1_a_ = adapter_dict("hada_w1_a");
+  std::shared_ptr<AdapterDict> hada_w1_b_ = adapter_dict("hada_w1_b");
+  std::shared_ptr<AdapterDict> hada_w2_a_ = adapter_dict("hada_w2_a");
+  std::shared_ptr<AdapterDict> hada_w2_b_ = adapter_dict("hada_w2_b");
+  std::shared_ptr<AdapterDict> hada_t1_ = adapter_dict("hada_t1");
+  std::shared_ptr<AdapterDict> hada_t2_ = adapter_dict("hada_t2");
 };
 
 }  // namespace peft4j::tuners

@@ -21,7 +21,14 @@ class LokrLayer : public LycorisLayer {
 
  private:
   // PEFT registers lokr_t2 (Conv2d's CP core) on every layer; it stays empty on Linear.
-  std::shared_ptr<AdapterDict> lokr_w1_, lokr_w1_a_, lokr_w1_b_, lokr_w2_, lokr_w2_a_, lokr_w2_b_, lokr_t2_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> lokr_w1_ = adapter_dict("lokr_w1");
+  std::shared_ptr<AdapterDict> lokr_w1_a_ = adapter_dict("lokr_w1_a");
+  std::shared_ptr<AdapterDict> lokr_w1_b_ = adapter_dict("lokr_w1_b");
+  std::shared_ptr<AdapterDict> lokr_w2_ = adapter_dict("lokr_w2");
+  std::shared_ptr<AdapterDict> lokr_w2_a_ = adapter_dict("lokr_w2_a");
+  std::shared_ptr<AdapterDict> lokr_w2_b_ = adapter_dict("lokr_w2_b");
+  std::shared_ptr<AdapterDict> lokr_t2_ = adapter_dict("lokr_t2");
 };
 
 // LyCORIS' factorization(dimension, factor) as PEFT has it: two factors m <= n of `dimension`, m as close to

@@ -45,7 +45,8 @@ class MissLayer : public AdapterLayer {
   int64_t out_features_ = 0;
   // PEFT fixes the variant per layer from the first adapter's init_weights; later adapters must agree.
   Variant variant_ = Variant::Balance;
-  std::shared_ptr<AdapterDict> miss_block_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> miss_block_ = adapter_dict("miss_block");
   std::map<std::string, int64_t> mini_r_;
   std::map<std::string, double> dropout_;
 };

@@ -72,7 +72,9 @@ class OftLayer : public AdapterLayer {
 
   bool embedding_ = false;  // Embedding: the rotation acts on the output vectors
   int64_t in_features_ = 0;
-  std::shared_ptr<AdapterDict> oft_R_, oft_embedding_R_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> oft_R_ = adapter_dict("oft_R");
+  std::shared_ptr<AdapterDict> oft_embedding_R_ = adapter_dict("oft_embedding_R");
   std::map<std::string, int64_t> r_;
   std::map<std::string, int64_t> block_size_;
 };

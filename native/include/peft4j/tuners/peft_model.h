@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,11 +24,11 @@ class PeftModel : public models::Model {
 
   // Adds adapter `name` from a PEFT config (any registered peft_type): finds the targets, wraps them and
   // initialises the adapter as the config says. The new adapter becomes active and trainable when it is the only
-  // one. Nothing changes when the config or the targets are wrong.
-  void add_adapter(const std::string& name, const nlohmann::json& config);
-  // The same for the inits that learn from data (LoRA's CorDA, EVA, LoRA-GA): the base model first runs over `data`
-  // (batches as the trainer collates them), then the adapter is built from what that found (Tuner::prepare_from_data).
-  void add_adapter(const std::string& name, const nlohmann::json& config, const std::vector<models::ModelInputs>& data);
+  // one. Nothing changes when the config or the targets are wrong. `data`: batches (as the trainer collates them) the
+  // base model runs over before the adapter is built, for methods that start from what it finds: LoRA's CorDA, EVA and
+  // LoRA-GA (Tuner::prepare_from_data), PaFi's Fisher mask (InjectContext::data). Empty: none.
+  void add_adapter(const std::string& name, const nlohmann::json& config,
+                   const std::vector<models::ModelInputs>& data = {});
   // Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). Every key must map onto the
   // model and every adapter tensor must be present with the right shape; otherwise Error and the model is as before.
   void load_adapter(const std::string& dir, const std::string& name, bool trainable = false);
@@ -60,8 +61,12 @@ class PeftModel : public models::Model {
   void add_weighted_adapter(const std::vector<std::string>& adapters, const std::vector<double>& weights,
                             const std::string& name, const std::string& combination_type, int64_t svd_rank = 0);
 
-  // Training hook: lets the active adapters' methods act after each optimizer step (AdaLoRA's rank allocation).
+  // Training hooks: the active adapters' methods act after each optimizer step (AdaLoRA's rank allocation) and once
+  // before a run of `max_steps` steps (Tuner::before_training).
   void after_optimizer_step(int64_t step);
+  void before_training(int64_t max_steps);
+  // A trainable tensor's own learning rate where its method sets one (Tuner::learning_rate), by parameter name.
+  std::optional<double> learning_rate(const std::string& parameter) const;
 
   // The adapter's tensors keyed as PEFT saves them.
   io::TensorMap adapter_state_dict(const std::string& name) const;

@@ -14,7 +14,7 @@
 
 namespace peft4j::tuners {
 
-class RandLoraLayer : public WeightDeltaLayer {
+class RandLoraLayer : public LinearDeltaLayer {
  public:
   RandLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -37,8 +37,11 @@ class RandLoraLayer : public WeightDeltaLayer {
   // PEFT's get_scaled_bases: (first, second) with Δh = second (first x).
   std::pair<at::Tensor, at::Tensor> scaled_bases(const std::string& adapter) const;
 
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> randlora_lambda_, randlora_gamma_, randlora_A_, randlora_B_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> randlora_lambda_ = adapter_dict("randlora_lambda");
+  std::shared_ptr<AdapterDict> randlora_gamma_ = adapter_dict("randlora_gamma");
+  std::shared_ptr<AdapterDict> randlora_A_ = adapter_dict("randlora_A");
+  std::shared_ptr<AdapterDict> randlora_B_ = adapter_dict("randlora_B");
   std::map<std::string, int64_t> r_;
   std::map<std::string, int64_t> num_bases_;
   std::map<std::string, double> scaling_;

@@ -36,7 +36,9 @@ class RoadLayer : public AdapterLayer {
   std::pair<at::Tensor, at::Tensor> columns(const std::string& adapter) const;
 
   int64_t out_features_ = 0;
-  std::shared_ptr<AdapterDict> road_theta_, road_alpha_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> road_theta_ = adapter_dict("road_theta");
+  std::shared_ptr<AdapterDict> road_alpha_ = adapter_dict("road_alpha");
   std::map<std::string, std::string> variant_;
   std::map<std::string, int64_t> group_size_;
 };

@@ -11,7 +11,7 @@
 
 namespace peft4j::tuners {
 
-class ShiraLayer : public WeightDeltaLayer {
+class ShiraLayer : public LinearDeltaLayer {
  public:
   ShiraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -32,9 +32,10 @@ class ShiraLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> shira_weight_;
-  std::shared_ptr<AdapterDict> shira_indices_;  // frozen int32, saved as "<layer>.shira_indices" as PEFT does
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> shira_weight_ = adapter_dict("shira_weight");
+  // Frozen int32, saved as "<layer>.shira_indices" as PEFT does.
+  std::shared_ptr<AdapterDict> shira_indices_ = adapter_dict("shira_indices");
   std::map<std::string, int64_t> r_;
   std::map<std::string, double> scaling_;
 };

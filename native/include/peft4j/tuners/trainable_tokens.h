@@ -46,7 +46,8 @@ class TrainableTokensLayer : public AdapterLayer {
   void check_disjoint(const std::vector<std::string>& adapters) const;
 
   bool embedding_ = false;  // otherwise a Linear (a tied lm_head): rows are output features
-  std::shared_ptr<AdapterDict> trainable_tokens_delta_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> trainable_tokens_delta_ = adapter_dict("trainable_tokens_delta");
   std::map<std::string, std::vector<int64_t>> token_indices_;
   // The base rows at injection, restored by unmerge (PEFT's non-persistent trainable_tokens_original).
   std::map<std::string, at::Tensor> original_;

@@ -33,6 +33,15 @@ struct AdapterState {
   std::vector<std::string> active;                        // adapters that act, in order
   bool disabled = false;                                  // PEFT's disable_adapter(): the base model alone
   const std::vector<std::string>* row_adapters = nullptr;  // mixed batch: one adapter name (or "__base__") per row
+  // aLoRA (lora_alora.cpp), set by Tuner::before_forward per adapter for the batch rows routed to it: how many
+  // trailing tokens of this forward's input it acts on ([rows] long; absent: none), and what carries over a KV cache
+  // (the rows whose invocation a forward over the cache found, and the cache length after it).
+  struct ALoraRows {
+    at::Tensor offsets;
+    at::Tensor invoked;
+    int64_t cache_length = 0;
+  };
+  std::map<std::string, ALoraRows> alora;
 };
 
 // PEFT's nn.ModuleDict / nn.ParameterDict keyed by adapter name, so that keys read
@@ -78,6 +87,8 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // Merging folds an adapter into the base weight. Methods that cannot merge keep these defaults, which
   // raise Error(Unsupported) naming the method.
   virtual bool can_merge() const { return false; }
+  // What a refused merge says (Error(Unsupported)): the method's reason.
+  virtual std::string merge_refusal() const { return peft_type() + " adapters cannot be merged into the base weights"; }
   // Virtual for methods that merge under rules of their own (LN tuning: one adapter at a time).
   virtual void merge(const std::vector<std::string>& adapters);
   void unmerge();
@@ -93,6 +104,10 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // only and drops the argument elsewhere; rather than give other numbers than PEFT, or the same numbers while
   // ignoring the request, a layer that does not route refuses a mixed batch (Error(Unsupported) naming the method).
   virtual bool routes_mixed_batches() const { return true; }
+  virtual std::string mixed_batch_refusal() const {
+    return peft_type() + " adapters do not support mixed batches (one adapter per row): PEFT 0.21 routes them for "
+                         "LoRA only; run one forward per adapter instead";
+  }
 
   // The module the layer wraps, its child name, and its forward.
   std::shared_ptr<torch::nn::Module> base_layer() const;
@@ -102,6 +117,8 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   at::Tensor forward(const at::Tensor& x) override;
 
  protected:
+  // Registers the per-adapter dict `name` (PEFT's lora_A, vera_lambda_b, ...) on this layer, in PEFT's order.
+  std::shared_ptr<AdapterDict> adapter_dict(const std::string& name);
   virtual void merge_adapter(const std::string& adapter);
   virtual void unmerge_adapter(const std::string& adapter);
   virtual void forget_adapter(const std::string& adapter) {}
@@ -126,6 +143,8 @@ struct InjectContext {
   // Model-level tensors of this adapter that Tuner::prepare() made (VeRA's shared projections, VB-LoRA's vector
   // bank), by name, for the layers to use.
   std::map<std::string, at::Tensor> shared;
+  // The batches PeftModel::add_adapter was given (PaFi scores the base model's parameters on them); null when none.
+  const std::vector<models::ModelInputs>* data = nullptr;
 };
 
 using NamedLayers = std::vector<std::pair<std::string, AdapterLayer*>>;
@@ -163,10 +182,11 @@ class Tuner {
   // "base_model.<name>" like PEFT's, and hands the tensors to the layers through context.shared.
   virtual void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                        InjectContext& context) const {}
-  // A data-driven initialisation (LoRA's CorDA, EVA, LoRA-GA): runs the base model over `data` before the layers are
-  // built, returns the config they are built with (EVA redistributes ranks) and fills `prepared` with per-module
-  // tensors the layers initialise from (InjectContext::shared). The default refuses data (Unsupported naming the
-  // method).
+  // Called when the adapter is added with data, before the layers are built: a data-driven initialisation (LoRA's
+  // CorDA, EVA, LoRA-GA) runs the base model over `data`, returns the config the layers are built with (EVA
+  // redistributes ranks) and fills `prepared` with per-module tensors they initialise from (InjectContext::shared); a
+  // method reading the data later (PaFi's prepare, through InjectContext::data) returns the config as it is. The
+  // default refuses data (Unsupported naming the method).
   virtual nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model& model,
                                            const std::vector<models::ModelInputs>& data,
                                            std::map<std::string, at::Tensor>& prepared) const;
@@ -188,6 +208,15 @@ class Tuner {
   // Called after each optimizer step of training (AdaLoRA's rank allocation); `step` counts from 1.
   virtual void after_optimizer_step(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
                                     int64_t step) const {}
+  // Called once before a training run of `max_steps` optimizer steps (PST's sparsity schedule and diff pruning's
+  // fixmask phase are fractions of it).
+  virtual void before_training(const NamedLayers& layers, const std::string& adapter, nlohmann::json& config,
+                               int64_t max_steps) const {}
+  // The learning rate of one of the adapter's trainable tensors (by its parameter name) where the method trains it at
+  // a rate of its own (diff pruning's gates), before the trainer's schedule scales it; nullopt: the trainer's rate.
+  virtual std::optional<double> learning_rate(const std::string& parameter, const nlohmann::json& config) const {
+    return std::nullopt;
+  }
   // What PEFT derives from the model when the adapter is added (TRAINABLE_TOKENS: target_modules defaults to
   // the input embedding), applied after normalize_config; the result is the adapter's config and what it saves.
   virtual nlohmann::json resolve_for_model(const nlohmann::json& config, models::Model& model) const { return config; }
@@ -197,12 +226,38 @@ class Tuner {
   virtual void to_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
   // The inverse, applied to a file's tensors before they are matched to the model's keys.
   virtual void from_checkpoint(std::map<std::string, at::Tensor>& tensors, const nlohmann::json& config) const {}
+  // The same two steps for methods whose saved form is computed from their layers rather than renamed (a sparse
+  // difference instead of the tensors that make it, merged parameters instead of an adapter): `tensors` becomes the
+  // file's content before to_checkpoint; and before a file's tensors are matched, the layers take the shapes the file
+  // holds (a sparse support's size). Both default to nothing.
+  virtual void layers_to_checkpoint(const NamedLayers& layers, const std::string& adapter, const nlohmann::json& config,
+                                    std::map<std::string, at::Tensor>& tensors) const {}
+  virtual void layers_from_checkpoint(const NamedLayers& layers, const std::string& adapter,
+                                      const nlohmann::json& config,
+                                      const std::map<std::string, at::Tensor>& tensors) const {}
   // Whether the adapter's output for a token depends only on the tokens so far, so that a KV cache can extend a
   // forward token by token. False for gates averaged over the whole sequence (UniPELT, gated bottleneck adapters).
   virtual bool supports_kv_cache(const nlohmann::json& config) const { return true; }
   // PEFT's add_weighted_adapter for this method's adapters (all of request.adapters are this method's); the default
   // raises Error(Unsupported) naming the method.
   virtual void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const;
+  // Before each forward of the model in which adapter `adapter` acts on the batch rows `rows` (indices, ascending;
+  // every row when undefined): what its layers need to know about the inputs goes into `state` (aLoRA's offsets).
+  virtual void before_forward(const std::string& adapter, const nlohmann::json& config,
+                              const models::ModelInputs& inputs, const at::Tensor& rows, AdapterState& state) const {}
+  // PEFT's _prepare_model: changes the base model before targets are matched (LoRA's layer_replication).
+  // `has_adapters`: whether the model already carries adapters.
+  virtual void prepare_model(const nlohmann::json& config, models::Model& model, bool has_adapters) const {}
+  // Why adapter `config` cannot be merged into the base weights whatever its layers (LoRA with replicated layers,
+  // whose copies share their weights); empty when nothing at model level stops it.
+  virtual std::string merge_refusal(const nlohmann::json& config) const { return ""; }
+  // Whether the config targets more than modules (LoRA's target_parameters), so that an adapter matching no target
+  // module is not an error here; prepare() then wraps what else it targets.
+  virtual bool targets_beyond_modules(const nlohmann::json& config) const { return false; }
+  // Checks that adapter `config` may join a model that already carries `existing` (name -> config) of this method,
+  // before anything is touched (KaSA cannot share a model with other adapters).
+  virtual void check_with_existing(const nlohmann::json& config,
+                                   const std::map<std::string, nlohmann::json>& existing) const {}
 };
 
 // The layer of methods whose update is an additive ΔW on the wrapped module's weight (LoRA's family, LyCORIS, VeRA,

@@ -14,7 +14,7 @@
 
 namespace peft4j::tuners {
 
-class VBLoraLayer : public WeightDeltaLayer {
+class VBLoraLayer : public LinearDeltaLayer {
  public:
   VBLoraLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
@@ -34,8 +34,10 @@ class VBLoraLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
-  LinearShape shape_;  // of the wrapped Linear/Conv1D
-  std::shared_ptr<AdapterDict> vblora_logits_A_, vblora_logits_B_, vblora_vector_bank_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> vblora_logits_A_ = adapter_dict("vblora_logits_A");
+  std::shared_ptr<AdapterDict> vblora_logits_B_ = adapter_dict("vblora_logits_B");
+  std::shared_ptr<AdapterDict> vblora_vector_bank_ = adapter_dict("vblora_vector_bank");
   std::map<std::string, int64_t> topk_;
   std::map<std::string, double> dropout_;
 };

@@ -73,15 +73,23 @@ public final class PeftModel extends NativeResource {
     }
 
     /**
-     * As {@link #create(BaseModel, String, AdapterConfig, long)} for LoRA's initialisations from data
-     * ({@code init_lora_weights} "corda", "eva", "lora_ga"): the base model first runs over {@code initData}, each
-     * example cut to {@code maxLength} tokens, {@code batchSize} examples a batch, right-padded with
-     * {@code padTokenId} (CorDA runs each sequence alone, as PEFT's hook takes one per forward).
+     * As {@link #create(BaseModel, String, AdapterConfig, long)} for methods made from data: LoRA's initialisations
+     * ({@code init_lora_weights} "corda", "eva", "lora_ga") and PaFi's Fisher mask ({@code PafiConfig.maskType("fisher")}).
+     * The base model first runs over {@code data}, each example cut to {@code maxLength} tokens, {@code batchSize}
+     * examples a batch, right-padded with {@code padTokenId} (CorDA and PaFi take each sequence alone, unpadded).
      */
-    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData initData,
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData data,
                                    long batchSize, long maxLength, long padTokenId) {
         Objects.requireNonNull(config, "config");
-        return wrap(base, model -> model.addAdapter(name, config, seed, initData, batchSize, maxLength, padTokenId));
+        return wrap(base, model -> model.addAdapter(name, config, seed, data, batchSize, maxLength, padTokenId));
+    }
+
+    /**
+     * As {@link #create(BaseModel, String, AdapterConfig, long, TrainingData, long, long, long)} with the examples
+     * uncut, one a batch (PaFi's calibration examples).
+     */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData data) {
+        return create(base, name, config, seed, data, 1, Long.MAX_VALUE, 0);
     }
 
     /** Whether {@code config} is a LoRA config whose {@code init_lora_weights} learns from data ("corda", "eva", "lora_ga"). */
@@ -135,17 +143,20 @@ public final class PeftModel extends NativeResource {
     }
 
     /**
-     * Adds an adapter initialised from data, as
+     * Adds an adapter made from data, as
      * {@link #create(BaseModel, String, AdapterConfig, long, TrainingData, long, long, long)}.
      */
-    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData initData, long batchSize,
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData data, long batchSize,
                            long maxLength, long padTokenId) {
         Objects.requireNonNull(config, "config");
-        Objects.requireNonNull(initData, "initData");
-        synchronized (initData) {
-            lock.exclusive(this, () -> initData.nativeHandle().initialiseAdapter(nativeHandle(), name, config.toJson(),
-                    seed, batchSize, maxLength, padTokenId), initData);
-        }
+        Objects.requireNonNull(data, "data");
+        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed, data.nativeHandle(), batchSize,
+                maxLength, padTokenId), data);
+    }
+
+    /** Adds an adapter made from data, as {@link #create(BaseModel, String, AdapterConfig, long, TrainingData)}. */
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData data) {
+        addAdapter(name, config, seed, data, 1, Long.MAX_VALUE, 0);
     }
 
     /** Loads a PEFT adapter directory as adapter {@code name}. */

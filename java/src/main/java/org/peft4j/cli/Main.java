@@ -13,7 +13,8 @@ import picocli.CommandLine.Command;
         versionProvider = Main.Version.class,
         description = "Parameter-efficient fine-tuning on the JVM over a native libtorch core.",
         subcommands = {TrainCommand.class, EvalCommand.class, GenerateCommand.class, MergeCommand.class,
-                DemoCommand.class, InspectCommand.class, ParityCommand.class, CommandLine.HelpCommand.class})
+                DemoCommand.class, InspectCommand.class, ParityCommand.class, IntrinsicDimensionCommand.class,
+                CommandLine.HelpCommand.class})
 public final class Main {
 
     public static void main(String[] args) {

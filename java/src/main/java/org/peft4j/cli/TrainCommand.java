@@ -53,10 +53,11 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the newest checkpoint in --out")
     boolean resume;
 
-    @Option(names = "--init-data", split = ",", paramLabel = "FILE",
-            description = "data (JSONL, the --data formats) that LoRA's data-driven inits (init_lora_weights corda, eva, "
-                    + "lora_ga) run the base model over before training; batches as --per-device-train-batch-size "
-                    + "and --max-seq-length")
+    @Option(names = {"--init-data", "--calibration-data"}, split = ",", paramLabel = "FILE",
+            description = "data (JSONL, the --data formats) the base model runs over when the adapter is made: LoRA's "
+                    + "data-driven inits (init_lora_weights corda, eva, lora_ga) and PaFi's Fisher mask (mask_type "
+                    + "fisher, its calibration examples); examples cut to --max-seq-length, batches of "
+                    + "--per-device-train-batch-size (CorDA and PaFi take each example alone)")
     List<Path> initData = new ArrayList<>();
 
     @Option(names = "--path-initial-model-for-weight-conversion", paramLabel = "DIR",

@@ -1,6 +1,7 @@
 package org.peft4j.config;
 
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.peft4j.PeftException;
 
@@ -132,10 +133,9 @@ public final class LoraConfig extends TunerConfig {
          * org.peft4j.TrainingData, long, long, long)}).
          */
         public Builder cordaInit(String cordaMethod, boolean useFloat16ForCovariance) {
-            Map<String, Object> corda = new LinkedHashMap<>();
-            corda.put("corda_method", cordaMethod);
-            corda.put("use_float16_for_covariance", useFloat16ForCovariance);
-            set("corda_config", corda);
+            set("corda_config", ordered(
+                    "corda_method", cordaMethod,
+                    "use_float16_for_covariance", useFloat16ForCovariance));
             return set("init_lora_weights", "corda");
         }
 
@@ -153,14 +153,13 @@ public final class LoraConfig extends TunerConfig {
          */
         public Builder evaInit(double rho, double tau, boolean useLabelMask, long labelMaskValue, boolean whiten,
                                boolean adjustScalingFactors) {
-            Map<String, Object> eva = new LinkedHashMap<>();
-            eva.put("rho", rho);
-            eva.put("tau", tau);
-            eva.put("use_label_mask", useLabelMask);
-            eva.put("label_mask_value", labelMaskValue);
-            eva.put("whiten", whiten);
-            eva.put("adjust_scaling_factors", adjustScalingFactors);
-            set("eva_config", eva);
+            set("eva_config", ordered(
+                    "rho", rho,
+                    "tau", tau,
+                    "use_label_mask", useLabelMask,
+                    "label_mask_value", labelMaskValue,
+                    "whiten", whiten,
+                    "adjust_scaling_factors", adjustScalingFactors));
             return set("init_lora_weights", "eva");
         }
 
@@ -176,17 +175,139 @@ public final class LoraConfig extends TunerConfig {
          * residual.
          */
         public Builder loraGaInit(String direction, String scale, int stableGamma) {
-            Map<String, Object> ga = new LinkedHashMap<>();
-            ga.put("direction", direction);
-            ga.put("scale", scale);
-            ga.put("stable_gamma", stableGamma);
-            set("lora_ga_config", ga);
+            set("lora_ga_config", ordered(
+                    "direction", direction,
+                    "scale", scale,
+                    "stable_gamma", stableGamma));
             return set("init_lora_weights", "lora_ga");
         }
 
         /** {@code init_lora_weights = "lora_ga"} with PEFT's default LoraGAConfig (ArB2r, stable, gamma 16). */
         public Builder loraGaInit() {
             return loraGaInit("ArB2r", "stable", 16);
+        }
+
+        /** {@code lora_bias}: B gets a trained bias, merged into the base layer's bias (not with DoRA). */
+        public Builder loraBias(boolean on) {
+            return set("lora_bias", on);
+        }
+
+        /**
+         * {@code alora_invocation_tokens} (aLoRA): the adapter acts only from the last occurrence of these token ids
+         * on, so the base model's KV cache of the context before them serves it; it does not merge.
+         */
+        public Builder aloraInvocationTokens(int... tokens) {
+            return setInts("alora_invocation_tokens", tokens);
+        }
+
+        /**
+         * {@code use_bdlora} (BD-LoRA): A block-diagonal on the modules matching {@code targetModulesBdA}, B on those
+         * matching {@code targetModulesBdB}, with {@code nblocks} blocks; {@code matchStrict} refuses targets matching
+         * neither.
+         */
+        public Builder useBdlora(List<String> targetModulesBdA, List<String> targetModulesBdB, int nblocks,
+                boolean matchStrict) {
+            if (nblocks <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "use_bdlora.nblocks must be positive, got " + nblocks);
+            }
+            return set("use_bdlora", ordered(
+                    "target_modules_bd_a", List.copyOf(targetModulesBdA),
+                    "target_modules_bd_b", List.copyOf(targetModulesBdB),
+                    "nblocks", nblocks,
+                    "match_strict", matchStrict));
+        }
+
+        /**
+         * {@code kasa_config} (KaSA): the base weight loses its r smallest singular components and the update is
+         * B·diag(lora_diag)·A; {@code beta} and {@code gamma} weigh its regularisers (PEFT's defaults 1e-4, 1e-3).
+         */
+        public Builder kasaConfig(double beta, double gamma) {
+            return set("kasa_config", Map.of("beta", beta, "gamma", gamma));
+        }
+
+        /**
+         * {@code velora_config} (VeLoRA): A's weight gradient from inputs compressed to {@code numGroups} groups
+         * (default 64), scaled by {@code scale} (1.0); {@code initType} "batch_average" (the default),
+         * "batch_average_once" or "random".
+         */
+        public Builder veloraConfig(int numGroups, double scale, String initType) {
+            if (numGroups <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "velora_config.num_groups must be positive, got " + numGroups);
+            }
+            return set("velora_config", Map.of("num_groups", numGroups, "scale", scale, "init_type", initType));
+        }
+
+        /**
+         * {@code monteclora_config} (MonteCLoRA): in training, A is the weighted mean of {@code numSamples} (default
+         * 8) Monte Carlo perturbations scaled by {@code sampleScaler} (1e-4); {@code useEntropy} (false),
+         * {@code dirichletPrior} (0.1), {@code klLossWeight} (1e-5) and {@code bufferSize} (150) as PEFT's.
+         */
+        public Builder montecloraConfig(int numSamples, boolean useEntropy, double dirichletPrior,
+                double sampleScaler, double klLossWeight, int bufferSize) {
+            if (numSamples <= 0 || bufferSize <= 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "monteclora_config.num_samples and buffer_size must be positive, got " + numSamples + " and "
+                                + bufferSize);
+            }
+            return set("monteclora_config", ordered(
+                    "num_samples", numSamples,
+                    "use_entropy", useEntropy,
+                    "dirichlet_prior", dirichletPrior,
+                    "sample_scaler", sampleScaler,
+                    "kl_loss_weight", klLossWeight,
+                    "buffer_size", bufferSize));
+        }
+
+        /**
+         * {@code arrow_config} (Arrow): a router among the task adapters the model already carries (and, with
+         * {@code useGks}, GenKnowSub's general adapters), mixing the {@code topK} experts nearest each token at
+         * {@code routerTemperature}; {@code rngSeed} (null: unseeded) seeds the prototypes' power iteration.
+         */
+        public Builder arrowConfig(int topK, double routerTemperature, boolean useGks, List<String> taskAdapterNames,
+                List<String> gksAdapterNames, Integer rngSeed) {
+            return set("arrow_config", ordered(
+                    "top_k", topK,
+                    "router_temperature", routerTemperature,
+                    "use_gks", useGks,
+                    "task_adapter_names", List.copyOf(taskAdapterNames),
+                    "gks_adapter_names", List.copyOf(gksAdapterNames),
+                    "rng_seed", rngSeed));
+        }
+
+        /**
+         * {@code layer_replication}: the decoder layer stack rebuilt from {@code [start, end)} ranges, each
+         * {@code int[2]}; repeated layers share their base weights and get adapters of their own (no merging).
+         */
+        public Builder layerReplication(int[]... ranges) {
+            List<List<Integer>> out = new java.util.ArrayList<>();
+            for (int[] range : ranges) {
+                if (range.length != 2) {
+                    throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                            "layer_replication ranges are [start, end] pairs, got " + java.util.Arrays.toString(range));
+                }
+                out.add(List.of(range[0], range[1]));
+            }
+            return set("layer_replication", out);
+        }
+
+        /**
+         * {@code target_parameters}: LoRA on 2-D parameters named by exact name or dotted suffix (e.g.
+         * "self_attn.q_proj.weight") rather than on modules; pair with {@code targetModules()} (none) unless other
+         * modules are targeted too.
+         */
+        public Builder targetParameters(String... names) {
+            return setNames("target_parameters", names);
+        }
+
+        /** A sub-config's fields in the order given (key, value, key, value, ...; values may be null). */
+        private static Map<String, Object> ordered(Object... keysAndValues) {
+            Map<String, Object> out = new LinkedHashMap<>();
+            for (int i = 0; i < keysAndValues.length; i += 2) {
+                out.put((String) keysAndValues[i], keysAndValues[i + 1]);
+            }
+            return out;
         }
     }
 }

@@ -95,6 +95,57 @@ class CliTrainTest {
     }
 
     @Test
+    void calibrationDataChoosesPafisFisherMaskAndTheAdapterSavesIt() throws Exception {
+        Path config = dir.resolve("pafi.json");
+        Files.writeString(config, "{\"peft_type\": \"PAFI\", \"target_modules\": [\"q_proj\", \"v_proj\"], "
+                + "\"k\": 300, \"mask_type\": \"fisher\"}");
+        Path out = dir.resolve("pafi");
+        String data = firstLines(8).toString();
+        CliRun refused = run("train", "--model", model(), "--data", data, "--out", dir.resolve("refused").toString(), "--max-steps", "2",
+                "--adapter-config", config.toString());
+        assertOneErrorLine(refused, "calibration");
+        CliRun r = run("train", "--model", model(), "--data", data, "--out", out.toString(), "--max-steps", "2",
+                "--per-device-train-batch-size", "4", "--adapter-config", config.toString(), "--calibration-data", data);
+        assertEquals(0, r.code(), r.err());
+        long indices = 0;
+        try (NamedTensors saved = SafeTensors.read(out.resolve("adapter_model.safetensors"))) {
+            for (String name : saved.names()) {
+                indices += name.endsWith(".pafi_indices") ? 1 : 0;
+            }
+        }
+        assertEquals(8, indices, "a Fisher mask's indices for q_proj and v_proj of the demo model's 4 layers");
+    }
+
+    @Test
+    void intrinsicDimensionTrainsOneAdapterPerDAndReportsD90() throws Exception {
+        Path out = dir.resolve("d90");
+        CliRun r = run("intrinsic-dimension", "--model", model(), "--data", firstLines(16).toString(), "--eval-data",
+                firstLines(4).toString(), "--out", out.toString(), "--dims", "400,40", "--max-steps", "2",
+                "--per-device-train-batch-size", "4", "--max-new-tokens", "4", "--reference-score", "0.5");
+        assertEquals(0, r.code(), r.err());
+        JsonNode summary = new ObjectMapper().readTree(out.resolve("intrinsic_dimension.json").toFile());
+        assertEquals(0.45, summary.get("threshold").asDouble(), 1e-12);
+        JsonNode runs = summary.get("runs");
+        assertEquals(2, runs.size());
+        Integer d90 = null;
+        for (int i = 0; i < 2; i++) {
+            int d = runs.get(i).get("d").asInt();
+            assertEquals(i == 0 ? 40 : 400, d, "the runs in increasing d");
+            assertEquals(d, runs.get(i).get("trainable").asLong(), "SAID trains exactly d numbers");
+            if (d90 == null && runs.get(i).get("exact_match").asDouble() >= 0.45) {
+                d90 = d;
+            }
+            assertTrue(Files.isRegularFile(out.resolve("d" + d).resolve("adapter_model.safetensors")));
+        }
+        assertEquals(d90 == null, summary.get("d90").isNull());
+        if (d90 != null) {
+            assertEquals(d90.intValue(), summary.get("d90").asInt());
+        }
+        assertTrue(Files.size(out.resolve("score_vs_d.png")) > 0);
+        assertTrue(r.out().contains("d90"), r.out());
+    }
+
+    @Test
     void resumeContinuesFromTheNewestCheckpointAndTheReportCoversTheWholeRun() throws Exception {
         Path out = dir.resolve("resumed");
         String data = firstLines(16).toString();
