@@ -309,9 +309,12 @@ ROWS: list[Row] = _base_rows() + [
     Row("lora_gpt2_patterns", "gpt2", "LORA",
         lora(target_modules=_GPT2_ALL, fan_in_fan_out=True, rank_pattern={"c_fc": 6, r"h\.1\.attn\.c_attn": 2},
              alpha_pattern={"c_proj": 3})),
+    # (the alpha patterns scale T5's gradients up: at some seeds a gradient differs by 5e-5 between PEFT's torch and
+    # libtorch 1.13, where the reference's own 1-ulp nudge moves its logits by 1.5e-4; seed 777 showed it)
     Row("lora_t5_patterns", "t5", "LORA",
         lora(target_modules=["q", "k", "v", "o", "wi", "wo"], rank_pattern={r"EncDecAttention\.(k|v)": 2},
-             alpha_pattern={"wo": 2, r"decoder\.block\.1\..*\.q": 16}), padding="right"),
+             alpha_pattern={"wo": 2, r"decoder\.block\.1\..*\.q": 16}), padding="right",
+        tolerance={"rtol": 1e-4, "atol": 1e-4}),
     Row("lora_llama_s2_rslora_pattern", "llama_s2", "LORA",
         lora(target_modules=["q_proj", "v_proj", "down_proj"], use_rslora=True,
              rank_pattern={"v_proj": 8, r"layers\.2\.mlp\.down_proj": 2})),

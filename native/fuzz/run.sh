@@ -4,7 +4,7 @@
 #   fuzz_adapter_config   adapter_config.json: read_adapter_config + each method's normalize_config (libFuzzer)
 #   jsonl                 the Java JSONL reader, JsonlReaderFuzzTest (Jazzer's driver)
 # seeded with the golden parity files and the demo data. The libFuzzer targets build with clang into target/fuzz
-# (Debian: clang, libclang-rt-14-dev); the Java one needs the Maven build (target/classes, target/test-classes).
+# (Debian: clang, libclang-rt-14-dev, libomp-14-dev); the Java one needs the Maven build (target/classes, target/test-classes).
 # The corpus grows across runs in target/fuzz/corpus. A finding fails the run and leaves its input as
 # target/fuzz/crash-<target>-*: reproduce with target/fuzz/bin/<target> FILE (or, for jsonl, Jazzer with the file).
 #   native/fuzz/run.sh [SECONDS]

@@ -46,7 +46,7 @@ class FourierFTTuner : public WrappingTuner<FourierFTLayer> {
 }  // namespace
 
 FourierFTLayer::FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : LinearDeltaLayer(std::move(base), std::move(state), "FourierFT") {}
+    : DenseDeltaLayer(std::move(base), std::move(state), "FourierFT") {}
 
 void FourierFTLayer::add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config,
                          bool initialise) {
@@ -77,16 +77,6 @@ at::Tensor FourierFTLayer::delta_out_in(const std::string& adapter) const {
   dense.index_put_({index[0], index[1]}, spectrum.to(at::kFloat));
   at::Tensor delta = at::real(at::fft_ifft2(dense)) * scaling_.at(adapter);
   return delta.to(spectrum.scalar_type());
-}
-
-at::Tensor FourierFTLayer::delta_weight(const std::string& adapter) const {
-  at::Tensor delta = delta_out_in(adapter);
-  return shape_.fan_in_fan_out ? delta.t() : delta;
-}
-
-at::Tensor FourierFTLayer::apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) {
-  at::Tensor delta = delta_out_in(adapter);
-  return (result + at::linear(x.to(delta.scalar_type()), delta)).to(x.scalar_type());
 }
 
 void FourierFTLayer::forget_adapter(const std::string& adapter) {

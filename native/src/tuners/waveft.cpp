@@ -109,10 +109,7 @@ class WaveFTTuner : public WrappingTuner<WaveFTLayer> {
 }  // namespace
 
 WaveFTLayer::WaveFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : WeightDeltaLayer(base, std::move(state)) {
-  shape_ = wrapped_linear_shape(*base, "WAVEFT");
-  waveft_spectrum_ = register_module("waveft_spectrum", std::make_shared<AdapterDict>());
-}
+    : DenseDeltaLayer(std::move(base), std::move(state), "WAVEFT") {}
 
 void WaveFTLayer::add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config, bool initialise) {
   const int64_t entries = shape_.in_features * shape_.out_features;
@@ -158,16 +155,6 @@ at::Tensor WaveFTLayer::delta_out_in(const std::string& adapter) const {
                      s.scaling;
   const int64_t r0 = (delta.size(0) - out) / 2, c0 = (delta.size(1) - in) / 2;
   return delta.slice(0, r0, r0 + out).slice(1, c0, c0 + in).to(spectrum.scalar_type());
-}
-
-at::Tensor WaveFTLayer::delta_weight(const std::string& adapter) const {
-  at::Tensor delta = delta_out_in(adapter);
-  return shape_.fan_in_fan_out ? delta.t() : delta;
-}
-
-at::Tensor WaveFTLayer::apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) {
-  at::Tensor delta = delta_out_in(adapter);
-  return (result + at::linear(x.to(delta.scalar_type()), delta)).to(x.scalar_type());
 }
 
 void WaveFTLayer::forget_adapter(const std::string& adapter) {

@@ -6,24 +6,21 @@
 #include <map>
 #include <string>
 
-#include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/dense_delta.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 
-class FourierFTLayer : public LinearDeltaLayer {
+class FourierFTLayer : public DenseDeltaLayer {
  public:
   FourierFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "FOURIERFT"; }
   bool has_adapter(const std::string& adapter) const override { return n_frequency_.count(adapter) > 0; }
-  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
   bool routes_mixed_batches() const override { return false; }
 
   void add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config, bool initialise);
-  at::Tensor delta_weight(const std::string& adapter) const override;
-  // ΔW as [out, in] (the layout the forward uses for Linear and Conv1D alike).
-  at::Tensor delta_out_in(const std::string& adapter) const;
+  at::Tensor delta_out_in(const std::string& adapter) const override;
   // The chosen frequencies as [2, n]: rows and columns of the spectrum.
   const at::Tensor& indices(const std::string& adapter) const { return indices_.at(adapter); }
 

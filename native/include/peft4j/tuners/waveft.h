@@ -7,24 +7,21 @@
 #include <map>
 #include <string>
 
-#include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/dense_delta.h"
 #include "peft4j/tuners/tuner.h"
 
 namespace peft4j::tuners {
 
-class WaveFTLayer : public WeightDeltaLayer {
+class WaveFTLayer : public DenseDeltaLayer {
  public:
   WaveFTLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
 
   std::string peft_type() const override { return "WAVEFT"; }
   bool has_adapter(const std::string& adapter) const override { return settings_.count(adapter) > 0; }
-  at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
   bool routes_mixed_batches() const override { return false; }
 
   void add(const std::string& adapter, int64_t n_frequency, const nlohmann::json& config, bool initialise);
-  at::Tensor delta_weight(const std::string& adapter) const override;
-  // ΔW as [out, in] (the layout the forward uses for Linear and Conv1D alike).
-  at::Tensor delta_out_in(const std::string& adapter) const;
+  at::Tensor delta_out_in(const std::string& adapter) const override;
   // The coefficients' positions as [2, n]: rows and columns of the out × in matrix.
   const at::Tensor& indices(const std::string& adapter) const { return indices_.at(adapter); }
 
@@ -38,8 +35,8 @@ class WaveFTLayer : public WeightDeltaLayer {
     std::string wavelet_family;
     bool use_idwt;
   };
-  LinearShape shape_;
-  std::shared_ptr<AdapterDict> waveft_spectrum_;
+  // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
+  std::shared_ptr<AdapterDict> waveft_spectrum_ = adapter_dict("waveft_spectrum");
   std::map<std::string, Settings> settings_;
   std::map<std::string, at::Tensor> indices_;  // PEFT's plain dict: derived from the seed, never saved
 };

@@ -17,7 +17,7 @@ public final class WaveFtConfig extends TunerConfig {
     }
 
     /** Builds a {@link WaveFtConfig}; each setter maps to the PEFT field named in its doc. */
-    public static final class Builder extends TunerConfig.LayerSelectingBuilder<Builder, WaveFtConfig> {
+    public static final class Builder extends SpectralBuilder<Builder, WaveFtConfig> {
         @Override
         protected Builder self() {
             return this;
@@ -26,16 +26,6 @@ public final class WaveFtConfig extends TunerConfig {
         @Override
         protected WaveFtConfig create(Map<String, Object> fields) {
             return new WaveFtConfig(fields);
-        }
-
-        /** {@code n_frequency}: the number of learned coefficients per layer (default 2592). */
-        public Builder nFrequency(int nFrequency) {
-            return setPositive("n_frequency", nFrequency);
-        }
-
-        /** {@code scaling}: the factor on ΔW (default 25). */
-        public Builder scaling(double scaling) {
-            return set("scaling", scaling);
         }
 
         /** {@code wavelet_family}: "db1" (the default) to "db10", "sym2" to "sym10", "coif1" to "coif4". */
@@ -48,29 +38,9 @@ public final class WaveFtConfig extends TunerConfig {
             return set("use_idwt", useIdwt);
         }
 
-        /** {@code random_loc_seed}: the seed of the coefficients' positions (default 777). */
-        public Builder randomLocSeed(int randomLocSeed) {
-            return set("random_loc_seed", randomLocSeed);
-        }
-
-        /** {@code n_frequency_pattern}: per-module n_frequency. */
-        public Builder nFrequencyPattern(Map<String, Integer> nFrequencyPattern) {
-            return setPattern("n_frequency_pattern", nFrequencyPattern);
-        }
-
         /** {@code proportional_parameters}: share n_frequency × targets out by each target's size. */
         public Builder proportionalParameters(boolean proportionalParameters) {
             return set("proportional_parameters", proportionalParameters);
-        }
-
-        /** {@code fan_in_fan_out}: true for layers that store their weight as [in, out] (GPT-2's Conv1D). */
-        public Builder fanInFanOut(boolean fanInFanOut) {
-            return set("fan_in_fan_out", fanInFanOut);
-        }
-
-        /** {@code bias}: "none" or "all": whether the model's biases train with the adapter. */
-        public Builder bias(String bias) {
-            return set("bias", bias);
         }
 
         /** {@code init_weights}: true (the default): zero coefficients, the identity; false: N(0, 0.01²). */
