@@ -470,8 +470,27 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
 
 def _deepcopy(peft_model):
     """copy.deepcopy of a PEFT model, with the gradient hooks that deepcopy drops (tensor hooks are not copied)
-    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method."""
-    clone = copy.deepcopy(peft_model)
+    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method.
+    LoRA layers tied by ensure_weight_tying keep the embedding's transposed factors (views, which deepcopy refuses) in
+    their construction kwargs, unused once built: the copy is made without them."""
+    tied = {m: m.kwargs.pop("tied_adapter") for m in peft_model.modules()
+            if isinstance(getattr(m, "kwargs", None), dict) and m.kwargs.get("tied_adapter")}
+    try:
+        clone = copy.deepcopy(peft_model)
+    finally:
+        for m, t in tied.items():
+            m.kwargs["tied_adapter"] = t
+    # deepcopy does not keep storage shared between tensors: tie the copy's factors to its embedding's again.
+    if tied:
+        names = {m: n for n, m in peft_model.named_modules()}
+        embedding = clone.get_input_embeddings()
+        for m in tied:
+            layer = clone.get_submodule(names[m])
+            for adapter in layer.lora_A:
+                layer.lora_A[adapter].weight.data = embedding.lora_embedding_B[adapter].data.t()
+                layer.lora_B[adapter].weight.data = embedding.lora_embedding_A[adapter].data.t()
+                layer.kwargs["tied_adapter"] = {"lora_A": embedding.lora_embedding_B[adapter].t(),
+                                                "lora_B": embedding.lora_embedding_A[adapter].t()}
     for module in clone.modules():
         if hasattr(module, "osf_svd_params") and hasattr(module, "_attach_hooks"):
             module.hook_handles = []
@@ -582,7 +601,10 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int, 
             for p in nudged.parameters():
                 if p.requires_grad:
                     up = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.bool)
-                    p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf).to(p.dtype)))
+                    if row.init_nudge is not None:
+                        p.add_(torch.where(up, row.init_nudge, -row.init_nudge).to(p.dtype))
+                    else:
+                        p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf).to(p.dtype)))
         for key, t in _train_and_merge(nudged, batch, row, case).items():
             group = next((g for g in STEP3_KEYS if key.startswith(g)), None)
             if group is None or t.numel() == 0:

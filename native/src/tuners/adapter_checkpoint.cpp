@@ -94,7 +94,7 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
   }
   std::vector<std::string> lora_layer_paths;
   for (const auto& [path, layer] : layers) {
-    if (!layer->has_adapter(name)) continue;
+    if (!layer->has_adapter(name) || !layer->saves_adapter(name)) continue;
     const std::string prefix = model_prefix + path + ".";
     if (auto* mts = dynamic_cast<ModulesToSaveLayer*>(layer)) {
       for (const auto& p : mts->copy(name)->named_parameters(true))

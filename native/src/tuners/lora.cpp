@@ -14,6 +14,7 @@
 #include "peft4j/tuners/lora_replication.h"
 #include "peft4j/tuners/lora_variant.h"
 #include "peft4j/tuners/peft_model.h"
+#include "peft4j/tuners/trainable_token_indices.h"
 #include "peft4j/warnings.h"
 
 namespace peft4j::tuners {
@@ -70,6 +71,8 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
     check_lora_variants(config);
     check_target_parameters(config);
     check_layer_replication(config);
+    check_trainable_token_indices(config);
+    config_bool(config, "ensure_weight_tying");
   }
 
   void add(LoraLayer& layer, const InjectContext& ctx) const override {
@@ -101,6 +104,41 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
                                            " and no parameter matches target_parameters " +
                                            ctx.config["target_parameters"].dump() + "; check these fields");
     warn("target_parameters=" + ctx.config["target_parameters"].dump() + " were set but no parameter was matched.");
+  }
+
+  // ensure_weight_tying (PEFT's tied_adapter): the tied Linear's lora_A / lora_B become the embedding's
+  // lora_embedding_B / lora_embedding_A transposed: the same storage, but tensors of their own (PEFT wraps the views
+  // in new Parameters), each with its gradient. PEFT ties before initialising, so what the default or Gaussian init of
+  // the tied layer draws lands in the embedding's factors.
+  void tie_to_input_embedding(AdapterLayer& tied, AdapterLayer& embedding, const InjectContext& ctx) const override {
+    auto& layer = dynamic_cast<LoraLayer&>(tied);
+    auto* source = dynamic_cast<LoraLayer*>(&embedding);
+    if (!source || !source->is_embedding() || layer.is_embedding())
+      fail(ErrorKind::Unsupported, "ensure_weight_tying ties a Linear ('" + ctx.key + "') to the LoRA adapter of the "
+                                   "input Embedding; peft4j found other module kinds");
+    if (config_bool(ctx.config, "use_dora") || requested_lora_variant(ctx.config))
+      fail(ErrorKind::Unsupported, "ensure_weight_tying with the embedding in target_modules is supported for plain "
+                                   "LoRA, not with DoRA or a LoRA variant");
+    const auto& init = ctx.config["init_lora_weights"];
+    const bool drawn = init == true || init == "gaussian";
+    if (!init.is_boolean() && !drawn)
+      fail(ErrorKind::Unsupported, "ensure_weight_tying with init_lora_weights " + init.dump() + " is not supported: "
+                                   "the tied module '" + ctx.key + "' would initialise the embedding's adapter from "
+                                   "its own weight");
+    at::Tensor a = layer.lora_a(ctx.adapter), b = layer.lora_b(ctx.adapter);
+    at::Tensor embedding_a = source->lora_a(ctx.adapter), embedding_b = source->lora_b(ctx.adapter);
+    if (a.sizes() != embedding_b.t().sizes() || b.sizes() != embedding_a.t().sizes())
+      fail(ErrorKind::InvalidArgument, "ensure_weight_tying: the LoRA factors of '" + ctx.key + "' (lora_A " +
+                                           c10::str(a.sizes()) + ", lora_B " + c10::str(b.sizes()) +
+                                           ") cannot be the input embedding's transposed (lora_embedding_B " +
+                                           c10::str(embedding_b.sizes()) + "): give both the same rank");
+    at::NoGradGuard no_grad;
+    if (ctx.initialise && drawn) {
+      embedding_b.copy_(a.t());
+      embedding_a.copy_(b.t());
+    }
+    a.set_data(embedding_b.detach().t());
+    b.set_data(embedding_a.detach().t());
   }
 
   void before_forward(const std::string& adapter, const nlohmann::json& config, const models::ModelInputs& inputs,
@@ -280,7 +318,8 @@ void refuse_unsupported_lora_options(const nlohmann::json& config) {
   const bool lora = config_string(config, "peft_type") == "LORA";
   // LoRA implements these (its variants, lora_param, lora_replication, lora_init's sub-configs, ...); AdaLoRA, whose
   // config extends LoRA's, none of them.
-  std::set<std::string> lora_options = {"target_parameters", "layer_replication"};
+  std::set<std::string> lora_options = {"target_parameters", "layer_replication", "trainable_token_indices",
+                                        "ensure_weight_tying"};
   lora_options.insert(lora_init_fields().begin(), lora_init_fields().end());
   for (const char* field : {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
                             "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",

@@ -120,6 +120,7 @@ class PeftModel : public models::Model {
   void check_name(const std::string& name) const;
   const Adapter& adapter(const std::string& name) const;
   void remove_adapter(const std::string& name);
+  void tie_modules_to_save(const std::string& name, const std::vector<std::string>& tied);
   // The base parameters an adapter changes in place (Tuner::changes_base_weights), with copies to put back.
   using BaseWeights = std::vector<std::pair<at::Tensor, at::Tensor>>;
   // add_adapter's work; `changed` (when given) receives the copies of the base parameters the adapter changed.

@@ -97,6 +97,9 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
   // Removes an adapter: its entries in every AdapterDict child plus the method's own bookkeeping.
   void delete_adapter(const std::string& adapter);
 
+  // Whether the adapter's tensors on this layer go into saved files (false where they are another layer's, saved there).
+  virtual bool saves_adapter(const std::string& adapter) const { return true; }
+
   // Whether any adapter is left (a layer without adapters is unwrapped).
   bool empty() const;
 
@@ -173,6 +176,11 @@ class Tuner {
   // layer. Returns the module that now sits at the target's place.
   virtual std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
                                                     const InjectContext& context) const = 0;
+  // ensure_weight_tying: makes `layer` (a module tied to the input embedding, already given the adapter) share the
+  // adapter of `embedding` (PEFT's tied_adapter). Methods without it refuse (Error(Unsupported)).
+  virtual void tie_to_input_embedding(AdapterLayer& layer, AdapterLayer& embedding, const InjectContext& context) const {
+    fail(ErrorKind::Unsupported, peft_type() + " adapters cannot be tied to the input embedding's (ensure_weight_tying)");
+  }
   // PEFT's checkpoint key for a model key (the adapter name removed); methods with renamed keys override.
   virtual std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const;
   // Rejects configs that cannot apply to the model, before any module is touched.

@@ -301,6 +301,31 @@ public final class LoraConfig extends TunerConfig {
             return setNames("target_parameters", names);
         }
 
+        /**
+         * {@code trainable_token_indices} (list form): these rows of the input embedding train beside LoRA (saved as
+         * {@code token_adapter.trainable_tokens_delta}); under tied embeddings the lm_head follows the same rows.
+         */
+        public Builder trainableTokenIndices(int... tokens) {
+            return setInts("trainable_token_indices", tokens);
+        }
+
+        /**
+         * {@code trainable_token_indices} (dict form): the rows to train per module name (a suffix of the module's
+         * path, e.g. "embed_tokens", "lm_head").
+         */
+        public Builder trainableTokenIndices(Map<String, List<Integer>> tokensByModule) {
+            return set("trainable_token_indices", new LinkedHashMap<>(tokensByModule));
+        }
+
+        /**
+         * {@code ensure_weight_tying}: under tie_word_embeddings, modules tied to the input embedding share its adapter
+         * (LoRA factors transposed when the embedding is in target_modules, one copy in modules_to_save, the same rows
+         * with trainable_token_indices, whose indices must then agree).
+         */
+        public Builder ensureWeightTying(boolean on) {
+            return set("ensure_weight_tying", on);
+        }
+
         /** A sub-config's fields in the order given (key, value, key, value, ...; values may be null). */
         private static Map<String, Object> ordered(Object... keysAndValues) {
             Map<String, Object> out = new LinkedHashMap<>();
