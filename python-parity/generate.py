@@ -22,6 +22,7 @@ their reference numbers to ~1e-6; the last bits depend on the CPU):
     torch.manual_seed(seed + 1000) immediately before peft.get_peft_model            (adapter rows)
     torch.Generator().manual_seed(seed + 2000 + k), k < 4: nudges of the step-3 sensitivity reruns (rows
                                    that train; own generators: they decide step3_tolerance only; SEED_NUDGE)
+    torch.manual_seed(seed + 3000) before drawing a data-driven init's data (rows with init_data)
 A row's files therefore depend only on the seed and the row, not on which other rows run.
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ OPTIMIZER = {"name": "adamw", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-08, "
              "steps": 3,
              "note": "same batch each step; loss is the model's own loss with labels; dropout is zero everywhere"}
 TASK_TYPES = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS", "seq2seq-lm": "SEQ_2_SEQ_LM"}
-SEED_BATCH, SEED_ADAPTER = 100, 1000
+SEED_BATCH, SEED_ADAPTER, SEED_INIT_DATA = 100, 1000, 3000
 # The reference's own conditioning after training (rows that train; README "Step-3 tolerance"). PEFT's
 # results after 3 AdamW steps can hang on rounding: Adam divides each gradient entry by its own magnitude, so
 # an entry that is ~0 up to rounding (gpt2's key bias under bias="all", whose exact gradient is 0) takes a
@@ -225,6 +226,93 @@ def _text_init_token_ids(peft_config) -> list:
     return [int(i) for i in tokenizer(peft_config.prompt_tuning_init_text)["input_ids"]]
 
 
+def make_init_data(row: Row, config, seed: int):
+    """Row.init_data as tensors (io's init_data/*): random sequences, the first labels of each masked, the last
+    example right-padded."""
+    torch = _torch()
+    d = row.init_data
+    if row.task == "seq2seq-lm":
+        raise ValueError("init_data is for causal-lm and seq-cls rows")
+    pad_id = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else 0
+    torch.manual_seed(seed + SEED_INIT_DATA)
+    input_ids = torch.randint(FIRST_TOKEN, config.vocab_size, (d.examples, d.length))
+    attention_mask = torch.ones_like(input_ids)
+    if d.padding:
+        input_ids[-1, -d.padding:] = pad_id
+        attention_mask[-1, -d.padding:] = 0
+    if row.task == "seq-cls":
+        labels = torch.randint(0, config.num_labels, (d.examples,))
+    else:
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        labels[:, :d.masked_labels] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)))
+
+
+def _initialise(row: Row, model, peft_config, seed: int, case: dict, io: dict):
+    """Row.initialise, before get_peft_model: records the config as given and the seed get_peft_model runs under
+    (case.json "init"), writes the data (io init_data/*) and runs PEFT's preprocessing that precedes get_peft_model
+    (CorDA's covariance, LoRA-GA's gradients). Returns the batches (EVA initialises after get_peft_model)."""
+    case["init"] = {"config": _jsonable(peft_config.to_dict()), "seed": seed + SEED_ADAPTER}
+    if row.init_data is None:
+        return None
+    data = make_init_data(row, model.config, seed)
+    io.update({f"init_data/{k}": v for k, v in data.items()})
+    size = row.init_data.batch_size
+    case["init"]["batch_size"] = size
+    n = data["input_ids"].shape[0]
+    batches = [{k: v[i:i + size] for k, v in data.items()} for i in range(0, n, size)]
+    init = peft_config.init_lora_weights
+    if init == "corda":
+        from peft.tuners.lora.corda import preprocess_corda
+
+        def run_model():  # one sequence per forward, its padding left out (the hook takes one sequence)
+            for i in range(n):
+                keep = data["attention_mask"][i] == 1
+                model(input_ids=data["input_ids"][i][keep][None])
+
+        preprocess_corda(model, peft_config, run_model=run_model)
+    elif init == "lora_ga":
+        import peft
+
+        def train_step():
+            for b in batches:
+                model(**b).loss.backward()
+
+        peft.preprocess_loraga(model, peft_config, train_step=train_step)
+    return batches
+
+
+def _make_peft_model(row: Row, model, peft_config, seed: int, case: dict, io: dict):
+    """get_peft_model under seed + SEED_ADAPTER, for Row.initialise rows with PEFT's steps before (CorDA, LoRA-GA)
+    and after it (EVA) as _initialise describes."""
+    torch = _torch()
+    import peft
+
+    init_batches = _initialise(row, model, peft_config, seed, case, io) if row.initialise else None
+    torch.manual_seed(seed + SEED_ADAPTER)
+    peft_model = peft.get_peft_model(model, peft_config)
+    if init_batches is not None and peft_config.init_lora_weights == "eva":
+        peft.initialize_lora_eva_weights(peft_model, dataloader=init_batches, show_progress_bar=False)
+    return peft_model
+
+
+def _reinitialised(row: Row, untouched, seed: int, gen):
+    """A Row.initialise row's adapter made again, as _make_peft_model makes it, from a copy of the untouched base
+    model whose every parameter moved by one ulp (the sign per element from `gen`): the init's own sensitivity to
+    rounding (an SVD's minor singular vectors, CorDA's C⁻¹), which a nudge of the finished factors does not show."""
+    torch = _torch()
+    model, peft_config = copy.deepcopy(untouched[0]), copy.deepcopy(untouched[1])
+    with torch.no_grad():
+        for p in model.parameters():
+            up = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.bool)
+            p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf).to(p.dtype)))
+    return _make_peft_model(row, model, peft_config, seed, {}, {})
+
+
 def _multi_adapters(row: Row, model, batch, seed: int, case_dir: Path, case: dict, io: dict):
     """Row.multi: makes the named adapters, saves them (before anything else) under adapters/<name>/ and
     fills case and io for its checks (see MULTI_CHECKS)."""
@@ -303,12 +391,16 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
         import peft
 
         peft_config = _peft_config(row, batch)
+        # Row.initialise: the untouched base and config, for the sensitivity reruns (_reinitialised). Not LoRA-GA:
+        # A and B come from different singular vectors there, so a rerun can flip one's sign alone, a different
+        # adapter (the runner aligns such signs to PEFT's; the row's tolerance covers the rest).
+        remake = row.initialise and peft_config.init_lora_weights != "lora_ga"
+        untouched = (copy.deepcopy(model), copy.deepcopy(peft_config)) if remake else None
         if row.arrow is not None:
             peft_model, adapter_rel = _arrow_model(row, batch, seed, out_dir, case_dir, case)
             case["adapter"] = adapter_rel
         else:
-            torch.manual_seed(seed + SEED_ADAPTER)
-            peft_model = peft.get_peft_model(model, peft_config)
+            peft_model = _make_peft_model(row, model, peft_config, seed, case, io)
             peft_model.eval()
             adapter_dir = case_dir / "adapter"
             peft_model.save_pretrained(adapter_dir)  # before training: the adapter is the initial one
@@ -369,7 +461,7 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
         pristine = _deepcopy(peft_model) if "train" in checks else None
         io.update(_train_and_merge(peft_model, batch, row, case))
         if pristine is not None:
-            tol = _step3_tolerance(pristine, batch, row, case, io, seed)
+            tol = _step3_tolerance(pristine, batch, row, case, io, seed, untouched)
             if tol is not None:
                 case["step3_tolerance"] = tol
 
@@ -378,8 +470,27 @@ def generate_row(row: Row, seed: int, out_dir: Path, model_cache: dict):
 
 def _deepcopy(peft_model):
     """copy.deepcopy of a PEFT model, with the gradient hooks that deepcopy drops (tensor hooks are not copied)
-    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method."""
-    clone = copy.deepcopy(peft_model)
+    attached again: PEFT's OSF projects its gradients through them, and a copy without them trains another method.
+    LoRA layers tied by ensure_weight_tying keep the embedding's transposed factors (views, which deepcopy refuses) in
+    their construction kwargs, unused once built: the copy is made without them."""
+    tied = {m: m.kwargs.pop("tied_adapter") for m in peft_model.modules()
+            if isinstance(getattr(m, "kwargs", None), dict) and m.kwargs.get("tied_adapter")}
+    try:
+        clone = copy.deepcopy(peft_model)
+    finally:
+        for m, t in tied.items():
+            m.kwargs["tied_adapter"] = t
+    # deepcopy does not keep storage shared between tensors: tie the copy's factors to its embedding's again.
+    if tied:
+        names = {m: n for n, m in peft_model.named_modules()}
+        embedding = clone.get_input_embeddings()
+        for m in tied:
+            layer = clone.get_submodule(names[m])
+            for adapter in layer.lora_A:
+                layer.lora_A[adapter].weight.data = embedding.lora_embedding_B[adapter].data.t()
+                layer.lora_B[adapter].weight.data = embedding.lora_embedding_A[adapter].data.t()
+                layer.kwargs["tied_adapter"] = {"lora_A": embedding.lora_embedding_B[adapter].t(),
+                                                "lora_B": embedding.lora_embedding_A[adapter].t()}
     for module in clone.modules():
         if hasattr(module, "osf_svd_params") and hasattr(module, "_attach_hooks"):
             module.hook_handles = []
@@ -467,10 +578,11 @@ def _train_and_merge(peft_model, batch, row: Row, case: dict):
     return out_io
 
 
-def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int):
+def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int, untouched=None):
     """Reruns train (+ merge) on copies of the untrained `pristine` model whose trainable parameters are each
     moved by one ulp (torch.nextafter towards +-inf, the sign per element from torch.Generator(seed +
-    SEED_NUDGE + k), k < NUDGE_DIRECTIONS) and compares with the reference in `io`. Returns
+    SEED_NUDGE + k), k < NUDGE_DIRECTIONS), Row.initialise rows made again from a nudged base (_reinitialised,
+    `untouched`), and compares with the reference in `io`. Returns
     (D, A, log): D = max |nudged - reference| over the STEP3_KEYS tensors and directions; A = the atol that
     covers STEP3_TOLERANCE_FACTOR times every element's deviation at the case rtol,
     max(FACTOR * |nudged - ref| - rtol * |ref|) (0 where rtol alone covers it); log = D per key group and
@@ -479,14 +591,20 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int):
     rtol = case["tolerance"]["rtol"]
     d_max, a_max, by_group = 0.0, 0.0, {}  # by_group: (group, direction) -> D
     for k in range(NUDGE_DIRECTIONS):
-        nudged = _deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
-        _osf_float64_svd(nudged)
         gen = torch.Generator().manual_seed(seed + SEED_NUDGE + k)
+        if untouched is not None:
+            nudged = _reinitialised(row, untouched, seed, gen)
+        else:
+            nudged = _deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
+            _osf_float64_svd(nudged)
         with torch.no_grad():
-            for _, p in nudged.named_parameters():
+            for p in nudged.parameters():
                 if p.requires_grad:
                     up = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.bool)
-                    p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf).to(p.dtype)))
+                    if row.init_nudge is not None:
+                        p.add_(torch.where(up, row.init_nudge, -row.init_nudge).to(p.dtype))
+                    else:
+                        p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf).to(p.dtype)))
         for key, t in _train_and_merge(nudged, batch, row, case).items():
             group = next((g for g in STEP3_KEYS if key.startswith(g)), None)
             if group is None or t.numel() == 0:
@@ -502,10 +620,10 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int):
     return d_max, a_max, log
 
 
-def _step3_tolerance(pristine, batch, row: Row, case: dict, io: dict, seed: int):
+def _step3_tolerance(pristine, batch, row: Row, case: dict, io: dict, seed: int, untouched=None):
     """step3_tolerance for case.json, or None where the case tolerance already covers the reference's own
     sensitivity (A <= case atol: the row stays as strict as the rest)."""
-    d, a, log = step3_deviation(pristine, batch, row, case, io, seed)
+    d, a, log = step3_deviation(pristine, batch, row, case, io, seed, untouched)
     write = a > case["tolerance"]["atol"]
     SENSITIVITY[row.name] = f"D {d:.2g} A {a:.2g} ({log})" + (f" -> step3 atol {_round_up(a):.2g}" if write else "")
     if not write:

@@ -90,6 +90,13 @@ def verify(root: Path) -> int:
                 cerr("step3_tolerance in a case that does not train")
             elif num(tol.get("rtol")) and num(tol.get("atol")) and (t3["rtol"] < tol["rtol"] or t3["atol"] < tol["atol"]):
                 cerr(f"step3_tolerance {t3!r} below tolerance {tol!r}")
+        if "init" in case:  # optional: the runner initialises the adapter itself (README "Initialisations")
+            ini = case["init"]
+            if not (isinstance(ini, dict) and isinstance(ini.get("config"), dict) and isinstance(ini.get("seed"), int)
+                    and set(ini) <= {"config", "seed", "batch_size"}):
+                cerr(f"init {ini!r}: must be {{config: dict, seed: int[, batch_size: int]}}")
+            elif ini["config"].get("peft_type") != method:
+                cerr(f"init config peft_type {ini['config'].get('peft_type')!r} != method {method!r}")
         if case.get("padding", "none") not in ("none", "left", "right"):
             cerr(f"padding {case.get('padding')!r}")
         if case.get("compute_dtype", "float32") != "float32":

@@ -65,9 +65,9 @@ struct Access {
   }
 };
 
-// PeftModelHandle::addAdapter with a seed (peft_api.cpp), shared by the form with calibration data (train_api.cpp):
-// libtorch's generators seeded under a lock, then the adapter added.
+// PeftModelHandle::addAdapter with a seed (peft_api.cpp), shared by the form with data (train_api.cpp): libtorch's
+// generators seeded under a lock, then the adapter added (PeftModel::add_adapter's `data`).
 void add_seeded_adapter(tuners::PeftModel& model, const std::string& name, const std::string& configJson, int64_t seed,
-                        const std::vector<models::ModelInputs>& calibration);
+                        const std::vector<models::ModelInputs>& data);
 
 }  // namespace peft4j::api

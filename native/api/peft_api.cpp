@@ -7,6 +7,7 @@
 #include "guard.h"
 #include "inputs.h"
 #include "peft4j/tuners/composition.h"
+#include "peft4j/tuners/lora_init.h"
 #include "peft4j/tuners/peft_model.h"
 
 namespace peft4j::api {
@@ -87,14 +88,14 @@ void PeftModelHandle::addAdapter(const std::string& name, const std::string& con
 }
 
 void add_seeded_adapter(tuners::PeftModel& model, const std::string& name, const std::string& configJson, int64_t seed,
-                        const std::vector<models::ModelInputs>& calibration) {
+                        const std::vector<models::ModelInputs>& data) {
   if (seed < 0) fail(ErrorKind::InvalidArgument, "seed must be >= 0, got " + std::to_string(seed));
   nlohmann::json config = parse_adapter_config(configJson);
   // Seeded creations in two threads would otherwise interleave their draws.
   static std::mutex seeding;
   std::lock_guard<std::mutex> lock(seeding);
   at::manual_seed(static_cast<uint64_t>(seed));
-  model.add_adapter(name, config, calibration);
+  model.add_adapter(name, config, data);
 }
 
 void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed) {
@@ -107,6 +108,11 @@ void PeftModelHandle::loadAdapter(const std::string& dir, const std::string& nam
 
 void PeftModelHandle::saveAdapter(const std::string& dir, const std::string& name) const {
   guard([&] { peft_of(state_).save_adapter(dir, name); });
+}
+
+void PeftModelHandle::saveAdapter(const std::string& dir, const std::string& name,
+                                  const std::string& pathInitialModelForWeightConversion) const {
+  guard([&] { tuners::save_converted_adapter(peft_of(state_), dir, name, pathInitialModelForWeightConversion); });
 }
 
 void PeftModelHandle::setAdapter(const std::string& name) { guard([&] { peft_of(state_).set_adapter(name); }); }
@@ -180,6 +186,23 @@ TensorHandle PeftModelHandle::forwardMixed(const std::string& rowAdapters, const
     at::NoGradGuard no_grad;
     return Access::wrap(model.forward_mixed(inputs, split_names(rowAdapters)).logits);
   });
+}
+
+namespace {
+bool lora_with(const std::string& configJson, bool (*test)(const nlohmann::json&)) {
+  nlohmann::json config = parse_adapter_config(configJson);
+  if (!config.is_object() || config.value("peft_type", std::string()) != "LORA" || !config.contains("init_lora_weights"))
+    return false;
+  return test(config);
+}
+}  // namespace
+
+bool initNeedsData(const std::string& configJson) {
+  return guard([&] { return lora_with(configJson, tuners::init_needs_data); });
+}
+
+bool initMutatesBase(const std::string& configJson) {
+  return guard([&] { return lora_with(configJson, tuners::init_mutates_base); });
 }
 
 }  // namespace peft4j::api

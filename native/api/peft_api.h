@@ -29,12 +29,17 @@ class PeftModelHandle {
   // The same, libtorch's generators first seeded with `seed` (>= 0; transformers' set_seed): one seed gives
   // bitwise the same adapter, as long as no other thread draws random numbers meanwhile.
   void addAdapter(const std::string& name, const std::string& configJson, int64_t seed);
-  // The same with calibration examples, each one batch, for methods that score the base model's parameters on data
-  // when the adapter is made (PaFi's Fisher mask); defined in train_api.cpp.
-  void addAdapter(const std::string& name, const std::string& configJson, int64_t seed,
-                  const TrainingDataHandle& calibration);
+  // The same for methods made from data (LoRA's init_lora_weights "corda", "eva", "lora_ga"; PaFi's Fisher mask): the
+  // base model first runs over `data`, each example cut to `maxLength` tokens, collated `batchSize` at a time
+  // (right-padded with `padTokenId`); defined in train_api.cpp.
+  void addAdapter(const std::string& name, const std::string& configJson, int64_t seed, const TrainingDataHandle& data,
+                  int64_t batchSize, int64_t maxLength, int64_t padTokenId);
   void loadAdapter(const std::string& dir, const std::string& name, bool trainable);
   void saveAdapter(const std::string& dir, const std::string& name) const;
+  // PEFT's save_pretrained(dir, path_initial_model_for_weight_conversion=...) for an adapter whose init moved part of
+  // the base weight into it (PiSSA, OLoRA, CorDA, LoRA-GA): `pathInitialModelForWeightConversion` holds the adapter
+  // saved right after its initialisation; `dir` gets a plain LoRA of rank 2r for the untouched base model.
+  void saveAdapter(const std::string& dir, const std::string& name, const std::string& pathInitialModelForWeightConversion) const;
   void setAdapter(const std::string& name);
   // Several adapters active at once (comma-separated, in order), as PEFT's base_model.set_adapter([...]); unlike
   // setAdapter it leaves which tensors train as it is.
@@ -66,6 +71,12 @@ class PeftModelHandle {
  private:
   std::shared_ptr<PeftState> state_;
 };
+
+// What LoRA's init_lora_weights in `configJson` (an adapter_config.json) asks of a training run: data to initialise
+// from ("corda", "eva", "lora_ga"), and whether it leaves a residual base model ("pissa", "pissa_niter_K", "olora",
+// "corda", "lora_ga"). False for every other config.
+bool initNeedsData(const std::string& configJson);
+bool initMutatesBase(const std::string& configJson);
 
 }  // namespace api
 }  // namespace peft4j

@@ -3,6 +3,8 @@
 #include "access.h"
 #include "guard.h"
 #include "peft4j/train/checkpoint_dirs.h"
+#include "peft4j/models/config_fields.h"
+#include "peft4j/train/training_data.h"
 #include "peft4j/train/trainer.h"
 
 namespace peft4j::api {
@@ -44,17 +46,24 @@ int64_t TrainingDataHandle::size() const {
 }
 
 void PeftModelHandle::addAdapter(const std::string& name, const std::string& configJson, int64_t seed,
-                                 const TrainingDataHandle& calibration) {
+                                 const TrainingDataHandle& data, int64_t batchSize, int64_t maxLength,
+                                 int64_t padTokenId) {
   guard([&] {
     auto peft = std::dynamic_pointer_cast<tuners::PeftModel>(Access::model(model()).model);
     if (!peft) fail(ErrorKind::InvalidArgument, "PEFT model handle is empty (closed, unloaded or never made)");
-    at::Device device = at::kCPU;
-    for (const auto& p : peft->parameters()) {
-      device = p.device();
-      break;
-    }
+    if (batchSize <= 0) fail(ErrorKind::InvalidArgument, "batch size must be positive, got " + std::to_string(batchSize));
+    if (maxLength <= 0) fail(ErrorKind::InvalidArgument, "max length must be positive, got " + std::to_string(maxLength));
+    const train::TrainingData& examples = data_of(data.state_);
+    train::check_examples(examples, "initialisation", peft->vocab_size(),
+                          examples.classified() ? models::num_labels(peft->config(), peft->model_type()) : 0);
+    std::vector<train::Example> cut = train::prepare_examples(examples, maxLength, /*packing=*/false);
+    const at::Device device = peft->base_model().parameters().at(0).device();
     std::vector<models::ModelInputs> batches;
-    for (const auto& example : data_of(calibration.state_).examples()) batches.push_back(train::collate({&example}, 0, device));
+    for (size_t start = 0; start < cut.size(); start += static_cast<size_t>(batchSize)) {
+      std::vector<const train::Example*> rows;
+      for (size_t i = start; i < cut.size() && i < start + static_cast<size_t>(batchSize); ++i) rows.push_back(&cut[i]);
+      batches.push_back(train::collate(rows, padTokenId, device));
+    }
     add_seeded_adapter(*peft, name, configJson, seed, batches);
   });
 }

@@ -7,6 +7,7 @@
 
 #include "adapter_family_testing.h"
 #include "golden_testing.h"
+#include "peft4j/train/training_data.h"
 #include "peft4j/tuners/pafi.h"
 
 namespace {
@@ -34,6 +35,24 @@ std::vector<std::pair<size_t, int64_t>> mask_of(PeftModel& model, const std::str
     for (int64_t j = 0; j < idx.numel(); ++j) out.emplace_back(i, idx[j].item<int64_t>());
   }
   return out;
+}
+
+// Reference: (1/N)·Σ per-example squared gradients of the plain model's loss for kConfig's targets, in layer order.
+std::vector<at::Tensor> reference_fisher(const std::vector<peft4j::models::ModelInputs>& examples) {
+  auto reference = tiny_model("llama");
+  std::vector<std::string> names = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight",
+                                    "model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight",
+                                    "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.down_proj.weight"};
+  std::vector<at::Tensor> fisher;
+  for (const auto& n : names) fisher.push_back(at::zeros_like(reference->named_parameters()[n]));
+  reference->eval();
+  for (const auto& e : examples) {
+    for (auto& p : reference->parameters()) p.mutable_grad() = at::Tensor();
+    reference->forward(e).loss.backward();
+    for (size_t i = 0; i < names.size(); ++i) fisher[i] += reference->named_parameters()[names[i]].grad().square();
+  }
+  for (auto& f : fisher) f /= static_cast<double>(examples.size());
+  return fisher;
 }
 
 // The k smallest scores of the layers' weights by a stable sort over all of them, in the same form.
@@ -132,20 +151,7 @@ TEST(Pafi, MergedModelEqualsTheTrainingForwardAndSavesOnlyTheValues) {
 TEST(Pafi, FisherMaskTakesTheLeastInformativeEntriesOverTheCalibrationExamples) {
   std::vector<peft4j::models::ModelInputs> examples;
   for (int i = 0; i < 3; ++i) examples.push_back(permutation_batch(1, 6, 500 + i));
-  // Reference: per-example squared gradients of the plain model's loss.
-  auto reference = tiny_model("llama");
-  std::vector<std::string> names = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight",
-                                    "model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight",
-                                    "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.down_proj.weight"};
-  std::vector<at::Tensor> fisher;
-  for (const auto& n : names) fisher.push_back(at::zeros_like(reference->named_parameters()[n]));
-  reference->eval();
-  for (const auto& e : examples) {
-    for (auto& p : reference->parameters()) p.mutable_grad() = at::Tensor();
-    reference->forward(e).loss.backward();
-    for (size_t i = 0; i < names.size(); ++i) fisher[i] += reference->named_parameters()[names[i]].grad().square();
-  }
-  for (auto& f : fisher) f /= 3.0;
+  std::vector<at::Tensor> fisher = reference_fisher(examples);
 
   auto config = kConfig;
   config["mask_type"] = "fisher";
@@ -195,6 +201,43 @@ TEST(Pafi, RefusesBadConfigsByField) {
   for (const auto& p : tiny_model("gpt2")->named_parameters())
     if (p.key().size() > 5 && p.key().compare(p.key().size() - 5, 5, ".bias") == 0) biases += p.value().numel();
   EXPECT_EQ(gpt2->trainable_parameter_count(), biases);
+}
+
+// The data comes as the trainer collates it (PeftModel::add_adapter's `data`, shared with LoRA's data-driven inits):
+// examples of different lengths two to a right-padded batch give the Fisher information of each example alone.
+TEST(Pafi, FisherMaskReadsEachExampleAloneHoweverTheDataIsBatched) {
+  const std::vector<std::vector<int64_t>> sequences = {{1, 5, 9, 3, 7, 2}, {2, 7, 4, 8}, {6, 3, 1, 9, 4}};
+  std::vector<peft4j::train::Example> examples;
+  for (const auto& ids : sequences) examples.push_back({ids, ids});
+  std::vector<peft4j::models::ModelInputs> batches = {
+      peft4j::train::collate({&examples[0], &examples[1]}, 0, at::kCPU),
+      peft4j::train::collate({&examples[2]}, 0, at::kCPU)};
+  ASSERT_EQ(batches[0].attention_mask.sum().item<int64_t>(), 10);  // two pads in the second row
+
+  std::vector<peft4j::models::ModelInputs> alone;
+  for (const auto& ids : sequences) {
+    alone.emplace_back();
+    alone.back().input_ids = at::tensor(ids, at::kLong).unsqueeze(0);
+    alone.back().labels = alone.back().input_ids.clone();
+  }
+  std::vector<at::Tensor> fisher = reference_fisher(alone);
+
+  auto config = kConfig;
+  config["mask_type"] = "fisher";
+  config["k"] = 200;
+  auto model = std::make_shared<PeftModel>(tiny_model("llama"));
+  model->add_adapter("default", config, batches);
+  EXPECT_EQ(mask_of(*model, "default"), smallest(fisher, 200));
+
+  // The magnitude mask reads no data: data given with it is refused by name, as for every method that reads none.
+  auto magnitude = std::make_shared<PeftModel>(tiny_model("llama"));
+  golden_testing::expect_error([&] { magnitude->add_adapter("default", kConfig, batches); }, ErrorKind::InvalidArgument,
+                               "mask_type");
+  const nlohmann::json ia3 = {{"peft_type", "IA3"}, {"target_modules", {"k_proj"}},
+                              {"feedforward_modules", nlohmann::json::array()}};
+  golden_testing::expect_error([&] { magnitude->add_adapter("default", ia3, batches); }, ErrorKind::Unsupported,
+                               "IA3 adapters are made from no data");
+  EXPECT_TRUE(magnitude->adapter_names().empty());
 }
 
 }  // namespace

@@ -14,6 +14,8 @@ nlohmann::json read_json_file(const std::string& path);  // Error(Format) naming
 bool is_directory(const std::string& path);
 bool is_regular_file(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
+// Creates `dir` and its missing parents; Error(InvalidArgument) when it is a file, Error(Io) when it cannot be made.
+void make_directories(const std::string& dir);
 
 // Calls `write(fd)` on a temporary file beside `path`, then makes it `path` atomically. If `write` throws,
 // the temporary file is removed and `path` is untouched. `write` uses write_all().

@@ -68,6 +68,14 @@ std::string join_path(const std::string& dir, const std::string& name) {
   return dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
+void make_directories(const std::string& dir) {
+  if (is_directory(dir)) return;
+  if (is_regular_file(dir)) fail(ErrorKind::InvalidArgument, "cannot save into '" + dir + "': it is a file");
+  auto slash = dir.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) make_directories(dir.substr(0, slash));
+  if (::mkdir(dir.c_str(), 0755) != 0 && !is_directory(dir)) fail(ErrorKind::Io, "cannot create directory '" + dir + "'");
+}
+
 void write_all(int fd, const void* data, size_t size, const std::string& path) {
   const char* p = static_cast<const char*>(data);
   while (size > 0) {

@@ -1,4 +1,5 @@
 #include <dirent.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,8 @@
 #include "peft4j/models/model.h"
 #include "peft4j/parity.h"
 #include "peft4j/safetensors.h"
+#include "peft4j/tuners/lora.h"
+#include "peft4j/tuners/lora_init.h"
 #include "peft4j/tuners/peft_model.h"
 #include "peft4j/train/train_step.h"
 #include "peft4j/tuners/tuner.h"
@@ -291,6 +294,136 @@ CheckResult step3_check(tuners::PeftModel& model, const Case& c) {
 
 std::string adapter_dir(const Case& c, const std::string& relative) { return io::join_path(c.folder, relative); }
 
+// ---- Initialisation cases (case.json "init"; python-parity/README.md, "Initialisations") ----------------------
+// PEFT initialised the adapter from the base weight, random draws or data; peft4j makes it the same way (the config as
+// PEFT was given it, the seed PEFT's get_peft_model ran under, the data of io's init_data/*) instead of loading it.
+
+// init_data/* as the trainer's batches: consecutive rows, init.batch_size at a time.
+std::vector<models::ModelInputs> init_batches(const Case& c) {
+  const at::Tensor& ids = c.at("init_data/input_ids");
+  const int64_t size = c.spec.at("init").value("batch_size", ids.size(0));
+  if (size <= 0) fail(ErrorKind::Format, "case " + c.name + ": init.batch_size must be positive");
+  std::vector<models::ModelInputs> batches;
+  for (int64_t start = 0; start < ids.size(0); start += size) {
+    models::ModelInputs batch;
+    const int64_t end = std::min(start + size, ids.size(0));
+    batch.input_ids = ids.slice(0, start, end);
+    if (c.has("init_data/attention_mask")) batch.attention_mask = c.at("init_data/attention_mask").slice(0, start, end);
+    if (c.has("init_data/labels")) batch.labels = c.at("init_data/labels").slice(0, start, end);
+    batches.push_back(batch);
+  }
+  return batches;
+}
+
+void initialise_adapter(tuners::PeftModel& model, const Case& c) {
+  const auto& init = c.spec.at("init");
+  if (!init.is_object() || !init.contains("config") || !init.value("seed", nlohmann::json()).is_number_integer())
+    fail(ErrorKind::Format, "case " + c.name + ": init must be {config: PEFT config, seed: int[, batch_size: int]}");
+  at::manual_seed(init["seed"].get<uint64_t>());
+  if (c.has("init_data/input_ids"))
+    model.add_adapter("default", init["config"], init_batches(c));
+  else
+    model.add_adapter("default", init["config"]);
+}
+
+// LAPACK leaves the sign of each singular vector pair open, and MKL (PEFT's torch) and OpenBLAS choose differently:
+// PiSSA's, MiCA's and CorDA's factors can differ from PEFT's by the sign of a rank (row i of A with column i of B,
+// the same function), LoRA-GA's also by the sign of A's row or B's column alone (A and B come from different
+// singular vectors there). Each row of A and column of B takes the sign of PEFT's initial adapter; where that changes
+// B·A (LoRA-GA), the residual base weight is corrected by the same amount, W_res − s·(B'·A' − B·A). Everything after
+// is then compared as it is.
+void align_to_reference(tuners::PeftModel& model, const Case& c) {
+  io::TensorMap reference = io::read_safetensors(
+      io::join_path(adapter_dir(c, c.spec.value("adapter", std::string("adapter"))), "adapter_model.safetensors"));
+  at::NoGradGuard no_grad;
+  for (const auto& [path, layer] : model.adapter_layers()) {
+    auto* lora = dynamic_cast<tuners::LoraLayer*>(layer);
+    if (!lora || !lora->has_adapter("default")) continue;
+    const bool embedding = lora->is_embedding();
+    const std::string prefix = "base_model.model." + path + (embedding ? ".lora_embedding_" : ".lora_");
+    auto ref_a = reference.find(prefix + "A" + (embedding ? "" : ".weight"));
+    auto ref_b = reference.find(prefix + "B" + (embedding ? "" : ".weight"));
+    if (ref_a == reference.end() || ref_b == reference.end()) continue;
+    at::Tensor a = lora->lora_a("default"), b = lora->lora_b("default");
+    if (a.sizes() != ref_a->second.sizes() || b.sizes() != ref_b->second.sizes()) continue;  // the init check says so
+    at::Tensor before = embedding ? at::Tensor() : lora->delta_weight("default");
+    bool unpaired = false;
+    for (int64_t i = 0; i < a.size(0); ++i) {
+      double da = (a[i].to(at::kDouble) * ref_a->second[i].to(at::kDouble)).sum().item<double>();
+      double db = (b.select(1, i).to(at::kDouble) * ref_b->second.select(1, i).to(at::kDouble)).sum().item<double>();
+      double sa = da < 0 ? -1 : 1, sb = db < 0 ? -1 : 1;
+      if (da == 0) sa = sb;  // a zero row (MiCA's A) follows its column
+      if (db == 0) sb = sa;  // a zero column (EVA's B) follows its row
+      if (sa < 0) a[i].neg_();
+      if (sb < 0) b.select(1, i).neg_();
+      unpaired = unpaired || sa != sb;
+    }
+    if (unpaired && !embedding) {
+      at::Tensor weight = lora->base_layer()->named_parameters(false)["weight"];
+      weight.add_((before - lora->delta_weight("default")).to(weight.scalar_type()));
+    }
+  }
+}
+
+// The adapter peft4j initialised against PEFT's: every initial trainable tensor (init/), and what EVA rewrote in the
+// config (target_modules as a set, rank_pattern, alpha_pattern) against PEFT's adapter_config.json.
+CheckResult init_check(tuners::PeftModel& model, const Case& c) {
+  std::map<std::string, at::Tensor> ours;
+  for (auto& [name, p] : model.trainable_parameters()) ours[name] = p;
+  std::string detail;
+  int differ = 0;
+  for (const auto& [key, want] : c.io) {
+    if (key.rfind("init/", 0) != 0) continue;
+    auto it = ours.find(key.substr(5));
+    if (it == ours.end()) {
+      detail += "no " + key.substr(5) + " here; ";
+      continue;
+    }
+    Comparison cmp = compare(it->second, want, c.rtol, c.atol);
+    if (!cmp.ok && differ++ == 0) detail += key + " " + cmp.text + "; ";
+  }
+  if (differ > 1) detail += std::to_string(differ) + " tensors differ; ";
+  nlohmann::json theirs = tuners::read_adapter_config(adapter_dir(c, c.spec.value("adapter", std::string("adapter"))));
+  const nlohmann::json& mine = model.adapter_config("default");
+  auto as_set = [](const nlohmann::json& v) {
+    std::set<std::string> out;
+    if (v.is_string()) out.insert(v.get<std::string>());
+    if (v.is_array())
+      for (const auto& x : v) out.insert(x.get<std::string>());
+    return out;
+  };
+  if (as_set(mine["target_modules"]) != as_set(theirs["target_modules"]))
+    detail += "target_modules " + mine["target_modules"].dump() + " != PEFT's " + theirs["target_modules"].dump() + "; ";
+  for (const char* pattern : {"rank_pattern", "alpha_pattern"}) {
+    const nlohmann::json& m = mine[pattern];
+    const nlohmann::json& t = theirs.value(pattern, nlohmann::json::object());
+    bool same = m.size() == t.size();
+    for (auto it = t.begin(); same && it != t.end(); ++it)
+      same = m.contains(it.key()) && std::abs(m[it.key()].get<double>() - it.value().get<double>()) <= 1e-9;
+    if (!same) detail += std::string(pattern) + " " + m.dump() + " != PEFT's " + t.dump() + "; ";
+  }
+  if (detail.empty()) return {Status::Pass, c.name, "init", ""};
+  return {Status::Fail, c.name, "init", detail.substr(0, detail.size() - 2)};
+}
+
+// A directory for the initial adapter that PEFT's weight conversion reads back, removed with its files.
+class InitialAdapterDir {
+ public:
+  InitialAdapterDir() {
+    std::string pattern = "/tmp/peft4j-initial-XXXXXX";
+    if (!::mkdtemp(pattern.data())) fail(ErrorKind::Io, "cannot create a temporary directory under /tmp");
+    path_ = pattern;
+  }
+  ~InitialAdapterDir() {
+    for (const char* f : {"adapter_config.json", "adapter_model.safetensors"}) ::unlink(io::join_path(path_, f).c_str());
+    ::rmdir(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Runs every adapter check of a case whose method peft4j implements.
 void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base, const std::string& save_dir,
                         const std::function<void(const std::string&, const std::function<CheckResult()>&)>& attempt) {
@@ -361,7 +494,20 @@ void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base, cons
   if (c.spec.contains("expert_adapters"))
     for (auto it = c.spec["expert_adapters"].begin(); it != c.spec["expert_adapters"].end(); ++it)
       model->load_adapter(adapter_dir(c, it.value().get<std::string>()), it.key());
-  model->load_adapter(adapter_dir(c, c.spec.value("adapter", std::string("adapter"))), "default", /*trainable=*/true);
+  // An adapter whose init changed the base weight (PiSSA, OLoRA, CorDA, LoRA-GA) is saved converted against its
+  // initial state, so that HF PEFT loads it onto the untouched base (path_initial_model_for_weight_conversion).
+  std::unique_ptr<InitialAdapterDir> initial;
+  if (c.spec.contains("init")) {
+    initialise_adapter(*model, c);
+    align_to_reference(*model, c);
+    attempt("init", [&] { return init_check(*model, c); });
+    if (!save_dir.empty() && tuners::init_mutates_base(model->adapter_config("default"))) {
+      initial = std::make_unique<InitialAdapterDir>();
+      model->save_adapter(initial->path(), "default");
+    }
+  } else {
+    model->load_adapter(adapter_dir(c, c.spec.value("adapter", std::string("adapter"))), "default", /*trainable=*/true);
+  }
   model->set_adapter("default");
   if (c.has("base_logits"))
     attempt("base", [&] {
@@ -385,7 +531,10 @@ void run_adapter_checks(const Case& c, std::shared_ptr<models::Model> base, cons
   // After training where the case trains (check_adapter.py then compares step3_logits), else as loaded (logits).
   if (!save_dir.empty())
     attempt("save", [&] {
-      model->save_adapter(io::join_path(save_dir, c.name), "default");
+      if (initial)
+        tuners::save_converted_adapter(*model, io::join_path(save_dir, c.name), "default", initial->path());
+      else
+        model->save_adapter(io::join_path(save_dir, c.name), "default");
       return CheckResult{Status::Pass, c.name, "save", ""};
     });
   if (c.has("merged_logits"))

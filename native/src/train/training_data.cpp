@@ -145,6 +145,20 @@ models::ModelInputs collate(const std::vector<const Example*>& examples, int64_t
   return in;
 }
 
+models::ModelInputs unpadded_row(const models::ModelInputs& batch, int64_t row, const at::Device& device) {
+  auto unpadded = [&](const at::Tensor& t) {
+    at::Tensor r = t[row];
+    if (batch.attention_mask.defined()) r = r.masked_select(batch.attention_mask[row].ne(0));
+    return r.unsqueeze(0).to(device);
+  };
+  models::ModelInputs one;
+  one.input_ids = unpadded(batch.input_ids);
+  if (batch.token_type_ids.defined()) one.token_type_ids = unpadded(batch.token_type_ids);
+  if (batch.labels.defined())
+    one.labels = batch.labels.dim() == 1 ? batch.labels.narrow(0, row, 1).to(device) : unpadded(batch.labels);
+  return one;
+}
+
 int64_t loss_items(const models::ModelInputs& batch, models::Task task) {
   switch (task) {
     case models::Task::CausalLM:

@@ -1,7 +1,5 @@
 // PEFT-format checkpoint I/O of a PeftModel: which tensors make up an adapter (found structurally, as PEFT's
 // get_peft_model_state_dict does), their keys in adapter_model.safetensors, and reading/writing adapter directories.
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstring>
 #include <set>
@@ -21,15 +19,6 @@ const char* kConfigFile = "adapter_config.json";
 const char* kWeightsFile = "adapter_model.safetensors";
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-
-void make_directories(const std::string& dir) {
-  if (io::is_directory(dir)) return;
-  if (io::is_regular_file(dir)) fail(ErrorKind::InvalidArgument, "cannot save the adapter into '" + dir + "': it is a file");
-  auto slash = dir.find_last_of('/');
-  if (slash != std::string::npos && slash > 0) make_directories(dir.substr(0, slash));
-  if (::mkdir(dir.c_str(), 0755) != 0 && !io::is_directory(dir))
-    fail(ErrorKind::Io, "cannot create directory '" + dir + "'");
-}
 
 }  // namespace
 
@@ -71,7 +60,7 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
       for (const auto& p : module.named_parameters(true)) {
         if (model_level.count(p.value().unsafeGetTensorImpl())) continue;
         std::string key = dict_prefix + "." + p.key();
-        add(key, tuner.checkpoint_key(key, name), p.value(), true, true);
+        add(key, tuner.checkpoint_key(key, name), p.value(), !dict.is_frozen(name), true);
       }
       for (const auto& b : module.named_buffers(true)) {
         std::string key = dict_prefix + "." + b.key();
@@ -105,7 +94,7 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
   }
   std::vector<std::string> lora_layer_paths;
   for (const auto& [path, layer] : layers) {
-    if (!layer->has_adapter(name)) continue;
+    if (!layer->has_adapter(name) || !layer->saves_adapter(name)) continue;
     const std::string prefix = model_prefix + path + ".";
     if (auto* mts = dynamic_cast<ModulesToSaveLayer*>(layer)) {
       for (const auto& p : mts->copy(name)->named_parameters(true))
@@ -205,7 +194,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   if (!io::is_regular_file(weights_path))
     fail(ErrorKind::NotFound, "adapter directory '" + dir + "' has no " + kWeightsFile);
   io::TensorMap weights = io::read_safetensors(weights_path);
-  add_adapter(name, config);
+  BaseWeights changed;
+  add_adapter(name, config, nullptr, &changed);
   std::vector<std::string> problems;
   try {
     const Adapter& a = adapter(name);
@@ -230,10 +220,12 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
     }
   } catch (...) {
     remove_adapter(name);
+    restore(changed);
     throw;
   }
   if (!problems.empty()) {
     remove_adapter(name);
+    restore(changed);
     std::string message = "adapter '" + dir + "' does not fit the model: ";
     for (size_t i = 0; i < problems.size() && i < 10; ++i) message += (i ? "; " : "") + problems[i];
     if (problems.size() > 10) message += "; and " + std::to_string(problems.size() - 10) + " more";
@@ -250,7 +242,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
 
 void PeftModel::save_adapter(const std::string& dir, const std::string& name) const {
   const Adapter& a = adapter(name);
-  make_directories(dir);
+  io::make_directories(dir);
   io::TensorMap tensors;
   for (const auto& [key, t] : adapter_state_dict(name)) tensors[key] = t.contiguous();
   nlohmann::json config = a.config;

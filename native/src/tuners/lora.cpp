@@ -9,10 +9,12 @@
 #include "peft4j/tuners/bottleneck.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/linear_target.h"
+#include "peft4j/tuners/lora_init.h"
 #include "peft4j/tuners/lora_param.h"
 #include "peft4j/tuners/lora_replication.h"
 #include "peft4j/tuners/lora_variant.h"
 #include "peft4j/tuners/peft_model.h"
+#include "peft4j/tuners/trainable_token_indices.h"
 #include "peft4j/warnings.h"
 
 namespace peft4j::tuners {
@@ -38,13 +40,20 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
 
   void add_weighted_adapter(PeftModel& model, const WeightedCombination& request) const override;
 
+  // PiSSA, OLoRA, CorDA and LoRA-GA leave the residual W − s·B·A in the base layer (lora_init.h).
+  bool changes_base_weights(const nlohmann::json& config) const override { return init_mutates_base(config); }
+
+  // CorDA, EVA and LoRA-GA run the base model over the data before the layers are built (lora_init.h).
+  nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model& model,
+                                   const std::vector<models::ModelInputs>& data,
+                                   std::map<std::string, at::Tensor>& prepared) const override {
+    return prepare_lora_init(config, model, data, prepared, [this](const torch::nn::Module& m) { return can_wrap(m); });
+  }
+
  protected:
   void validate(nlohmann::json& config) const override {
+    check_lora_init(config);
     refuse_unsupported_lora_options(config);
-    const auto& init = config["init_lora_weights"];
-    if (!init.is_boolean() && !(init.is_string() && init.get<std::string>() == "gaussian"))
-      fail(ErrorKind::Unsupported, "LORA config field 'init_lora_weights' = " + init.dump() +
-                                       " is not supported by peft4j (true, false or \"gaussian\")");
     config_positive_int(config, "r");
     config_probability(config, "lora_dropout");
     config_double(config, "lora_alpha");
@@ -62,11 +71,14 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
     check_lora_variants(config);
     check_target_parameters(config);
     check_layer_replication(config);
+    check_trainable_token_indices(config);
+    config_bool(config, "ensure_weight_tying");
   }
 
   void add(LoraLayer& layer, const InjectContext& ctx) const override {
     layer.add(ctx.adapter, pattern_int(ctx.config, "rank_pattern", ctx.key, "r"),
-              pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise, ctx.key);
+              pattern_double(ctx.config, "alpha_pattern", ctx.key, "lora_alpha"), ctx.config, ctx.initialise, ctx.key,
+              ctx.shared);
   }
 
  public:
@@ -92,6 +104,41 @@ class LoraTuner : public WrappingTuner<LoraLayer> {
                                            " and no parameter matches target_parameters " +
                                            ctx.config["target_parameters"].dump() + "; check these fields");
     warn("target_parameters=" + ctx.config["target_parameters"].dump() + " were set but no parameter was matched.");
+  }
+
+  // ensure_weight_tying (PEFT's tied_adapter): the tied Linear's lora_A / lora_B become the embedding's
+  // lora_embedding_B / lora_embedding_A transposed: the same storage, but tensors of their own (PEFT wraps the views
+  // in new Parameters), each with its gradient. PEFT ties before initialising, so what the default or Gaussian init of
+  // the tied layer draws lands in the embedding's factors.
+  void tie_to_input_embedding(AdapterLayer& tied, AdapterLayer& embedding, const InjectContext& ctx) const override {
+    auto& layer = dynamic_cast<LoraLayer&>(tied);
+    auto* source = dynamic_cast<LoraLayer*>(&embedding);
+    if (!source || !source->is_embedding() || layer.is_embedding())
+      fail(ErrorKind::Unsupported, "ensure_weight_tying ties a Linear ('" + ctx.key + "') to the LoRA adapter of the "
+                                   "input Embedding; peft4j found other module kinds");
+    if (config_bool(ctx.config, "use_dora") || requested_lora_variant(ctx.config))
+      fail(ErrorKind::Unsupported, "ensure_weight_tying with the embedding in target_modules is supported for plain "
+                                   "LoRA, not with DoRA or a LoRA variant");
+    const auto& init = ctx.config["init_lora_weights"];
+    const bool drawn = init == true || init == "gaussian";
+    if (!init.is_boolean() && !drawn)
+      fail(ErrorKind::Unsupported, "ensure_weight_tying with init_lora_weights " + init.dump() + " is not supported: "
+                                   "the tied module '" + ctx.key + "' would initialise the embedding's adapter from "
+                                   "its own weight");
+    at::Tensor a = layer.lora_a(ctx.adapter), b = layer.lora_b(ctx.adapter);
+    at::Tensor embedding_a = source->lora_a(ctx.adapter), embedding_b = source->lora_b(ctx.adapter);
+    if (a.sizes() != embedding_b.t().sizes() || b.sizes() != embedding_a.t().sizes())
+      fail(ErrorKind::InvalidArgument, "ensure_weight_tying: the LoRA factors of '" + ctx.key + "' (lora_A " +
+                                           c10::str(a.sizes()) + ", lora_B " + c10::str(b.sizes()) +
+                                           ") cannot be the input embedding's transposed (lora_embedding_B " +
+                                           c10::str(embedding_b.sizes()) + "): give both the same rank");
+    at::NoGradGuard no_grad;
+    if (ctx.initialise && drawn) {
+      embedding_b.copy_(a.t());
+      embedding_a.copy_(b.t());
+    }
+    a.set_data(embedding_b.detach().t());
+    b.set_data(embedding_a.detach().t());
   }
 
   void before_forward(const std::string& adapter, const nlohmann::json& config, const models::ModelInputs& inputs,
@@ -269,9 +316,11 @@ void refuse_unsupported_lora_options(const nlohmann::json& config) {
              (v.is_boolean() && !v.get<bool>()));
   };
   const bool lora = config_string(config, "peft_type") == "LORA";
-  // LoRA implements these (its variants, lora_param, lora_replication, ...); AdaLoRA, whose config extends LoRA's,
-  // none of them.
-  const std::set<std::string> lora_options = {"target_parameters", "layer_replication"};
+  // LoRA implements these (its variants, lora_param, lora_replication, lora_init's sub-configs, ...); AdaLoRA, whose
+  // config extends LoRA's, none of them.
+  std::set<std::string> lora_options = {"target_parameters", "layer_replication", "trainable_token_indices",
+                                        "ensure_weight_tying"};
+  lora_options.insert(lora_init_fields().begin(), lora_init_fields().end());
   for (const char* field : {"megatron_config", "trainable_token_indices", "eva_config", "corda_config",
                             "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
                             "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
@@ -330,7 +379,7 @@ at::Tensor LoraLayer::lora_b(const std::string& adapter) const {
 }
 
 void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise,
-                    const std::string& key) {
+                    const std::string& key, const std::map<std::string, at::Tensor>& prepared) {
   if (r <= 0) fail(ErrorKind::InvalidArgument, "LoRA rank must be positive, got " + std::to_string(r));
   const bool dora = config_bool(config, "use_dora");
   const bool lora_bias = config_bool(config, "lora_bias");
@@ -349,13 +398,14 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
   at::NoGradGuard no_grad;
   auto options = at::TensorOptions().dtype(base_weight().scalar_type()).device(base_weight().device());
   const auto& init = config["init_lora_weights"];
-  const bool default_init = init.is_boolean() && init.get<bool>();
-  const bool gaussian = init.is_string();
+  const bool default_init = init_is_default(config, key, prepared);
+  const bool gaussian = init.is_string() && init.get<std::string>() == "gaussian";
   if (embedding_) {
-    // PEFT draws both from randn, then zeros A and redraws B from N(0, 1) when initialising.
+    // PEFT draws both from randn, then zeros A and redraws B from N(0, 1) when initialising: for every truthy
+    // init_lora_weights except MiCA, the one Embedding init of its own.
     at::Tensor a = at::randn({r, in_features_}, options);
     at::Tensor b = at::randn({out_features_, r}, options);
-    if (initialise && (default_init || gaussian)) {
+    if (initialise && (default_init || (init.is_string() && init.get<std::string>() != "mica"))) {
       a.zero_();
       b.normal_();
     }
@@ -384,6 +434,9 @@ void LoraLayer::add(const std::string& adapter, int64_t r, double alpha, const n
   if (lora_bias) lora_bias_.insert(adapter);
   scaling_[adapter] = config_bool(config, "use_rslora") ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
   dropout_[adapter] = config_double(config, "lora_dropout");
+  // PiSSA, OLoRA, MiCA, orthogonal, CorDA, LoRA-GA, EVA (lora_init.h); before DoRA's magnitude, which PEFT takes from
+  // the weight these leave.
+  if (initialise) initialise_lora_layer(*this, adapter, config, key, prepared);
   if (dora) {
     // The magnitude starts as the row norms of the adapted weight, so an adapter starts where LoRA would.
     auto magnitude = std::make_shared<torch::nn::Module>();

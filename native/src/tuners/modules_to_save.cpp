@@ -22,6 +22,10 @@ void ModuleCopyLayer::add(const std::string& adapter) {
   copies_->put_module(adapter, copy);
 }
 
+void ModuleCopyLayer::add(const std::string& adapter, std::shared_ptr<torch::nn::Module> module) {
+  copies_->put_module(adapter, std::move(module));
+}
+
 std::shared_ptr<torch::nn::Module> ModuleCopyLayer::copy(const std::string& adapter) const {
   auto children = copies_->named_children();
   const auto* child = children.find(adapter);

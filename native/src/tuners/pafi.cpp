@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "peft4j/error.h"
+#include "peft4j/train/training_data.h"
 #include "peft4j/tuners/bitfit.h"
 
 namespace peft4j::tuners {
@@ -26,9 +27,10 @@ int64_t bitfit_count(models::Model& model) {
   return n;
 }
 
-// (1/N)·Σᵢ (∂Lᵢ/∂W)² for each target weight over the calibration examples, the base model alone in eval mode.
+// (1/N)·Σᵢ (∂Lᵢ/∂W)² for each target weight over the N calibration examples (each row of each batch, alone and
+// unpadded, so the batching does not matter), the base model alone in eval mode.
 std::vector<at::Tensor> fisher_scores(models::Model& model, const std::vector<at::Tensor>& weights,
-                                      const std::vector<models::ModelInputs>& examples, AdapterState& state) {
+                                      const std::vector<models::ModelInputs>& batches, AdapterState& state) {
   std::vector<at::Tensor> scores;
   for (const auto& w : weights) scores.push_back(at::zeros(w.sizes(), w.options().dtype(at::kFloat)));
   const bool training = model.is_training(), disabled = state.disabled;
@@ -49,6 +51,10 @@ std::vector<at::Tensor> fisher_scores(models::Model& model, const std::vector<at
     }
   } restore{model, state, weights, training, disabled};
   for (auto w : weights) w.set_requires_grad(true);
+  std::vector<models::ModelInputs> examples;
+  for (const auto& batch : batches)
+    for (int64_t row = 0; row < batch.input_ids.size(0); ++row)
+      examples.push_back(train::unpadded_row(batch, row, batch.input_ids.device()));
   for (const auto& example : examples) {
     if (!example.labels.defined())
       fail(ErrorKind::InvalidArgument, "PAFI's Fisher mask needs calibration examples with labels");
@@ -92,15 +98,25 @@ class PafiTuner : public ParameterDeltaTuner<PafiLayer> {
                                            std::to_string(total) + " entries of the targeted weights");
     std::vector<at::Tensor> scores;
     if (fisher) {
-      if (!ctx.calibration)
+      if (!ctx.data)
         fail(ErrorKind::InvalidArgument, "PAFI config field 'mask_type' is \"fisher\": the mask needs calibration "
-                                         "examples (PeftModel::add_adapter's calibration, the CLI's --calibration-data)");
-      scores = fisher_scores(model, weights, *ctx.calibration, *ctx.state);
+                                         "examples (PeftModel::add_adapter's data, the CLI's --calibration-data)");
+      scores = fisher_scores(model, weights, *ctx.data, *ctx.state);
     } else {
       for (const auto& w : weights) scores.push_back(w.detach().abs());
     }
     auto chosen = select_entries(scores, k, /*smallest=*/true);
     for (size_t i = 0; i < targets.size(); ++i) ctx.shared["pafi_indices:" + targets[i]] = chosen[i];
+  }
+
+  // The Fisher mask reads the data in prepare(); the magnitude mask reads none.
+  nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model&, const std::vector<models::ModelInputs>&,
+                                   std::map<std::string, at::Tensor>&) const override {
+    if (config_string(config, "mask_type") != "fisher")
+      fail(ErrorKind::InvalidArgument, "PAFI config field 'mask_type' is " + config["mask_type"].dump() +
+                                           ": the mask is made from the weights alone, so calibration data is refused "
+                                           "(only mask_type \"fisher\" reads it)");
+    return config;
   }
 
   // A loaded Fisher mask: each layer takes the size of the file's indices before they are copied in.

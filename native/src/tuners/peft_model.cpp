@@ -7,6 +7,8 @@
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/model_level.h"
 #include "peft4j/tuners/modules_to_save.h"
+#include "peft4j/tuners/trainable_token_indices.h"
+#include "peft4j/tuners/weight_tying.h"
 
 namespace peft4j::tuners {
 
@@ -35,6 +37,14 @@ AdapterDict* prompt_encoders(const torch::nn::Module& peft) {
   auto children = peft.named_children();
   const auto* dict = children.find(PeftModel::kPromptEncoders);
   return dict ? dynamic_cast<AdapterDict*>(dict->get()) : nullptr;
+}
+
+// Puts `module` where the adapter layer at `path` sits; a layer inside a TrainableTokensWrapper takes the wrapper's
+// place, so that an unwrapped model has its original module tree.
+void put_back(torch::nn::Module& root, const std::string& path, std::shared_ptr<torch::nn::Module> module) {
+  auto [parent, child] = parent_of(root, path);
+  if (dynamic_cast<TrainableTokensWrapper*>(parent.get())) std::tie(parent, child) = parent_of(root, path.substr(0, path.rfind('.')));
+  parent->replace_module(child, std::move(module));
 }
 
 }  // namespace
@@ -88,13 +98,24 @@ NamedLayers PeftModel::adapter_layers() const {
 }
 
 void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
-                            const std::vector<models::ModelInputs>& calibration) {
+                            const std::vector<models::ModelInputs>& data) {
+  add_adapter(name, input, data.empty() ? nullptr : &data, nullptr);
+}
+
+void PeftModel::restore(const BaseWeights& changed) {
+  at::NoGradGuard no_grad;
+  for (const auto& [param, copy] : changed) param.copy_(copy);
+}
+
+void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input,
+                            const std::vector<models::ModelInputs>* data, BaseWeights* changed) {
   check_name(name);
   if (adapters_.count(name)) fail(ErrorKind::InvalidArgument, "adapter '" + name + "' already exists");
   if (!input.is_object() || !input.contains("peft_type") || !input["peft_type"].is_string())
     fail(ErrorKind::InvalidArgument, "adapter config has no \"peft_type\" string");
   const Tuner& tuner = tuner_for(input["peft_type"].get<std::string>());
   nlohmann::json config = tuner.resolve_for_model(tuner.normalize_config(input), *base_);
+  const TiedModules ties = ensure_weight_tying(config, *base_);
   add_classification_head(config);
   tuner.prepare_model(config, *base_, !adapters_.empty());
   tuner.check_model(config, *base_);
@@ -106,6 +127,13 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
     for (const auto& [n, a] : adapters_) existing[n] = a.config;
     tuner.check_with_existing(config, existing);
   }
+  std::map<std::string, at::Tensor> prepared;
+  if (data) {
+    for (const auto& batch : *data)
+      if (!batch.input_ids.defined() || batch.input_ids.dim() != 2)
+        fail(ErrorKind::InvalidArgument, "the data for adapter '" + name + "': every batch needs input_ids [batch, length]");
+    config = tuner.prepare_from_data(config, *base_, *data, prepared);
+  }
 
   // Modules inside existing adapter layers (their lora_A, base_layer, ...) are never targets themselves.
   std::vector<std::string> layer_paths;
@@ -114,16 +142,27 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
   const ModelLevelTuner* level = as_model_level(tuner);
   if (!level)
     for (const auto& key : find_target_modules(*base_, config, [&](const torch::nn::Module& m) { return tuner.can_wrap(m); }))
-      if (!under_any(key, layer_paths)) targets.push_back(key);
+      if (!under_any(key, layer_paths) && !names_module(ties.targets_to_tie, key)) targets.push_back(key);
+  // Modules tied to the input embedding get their adapter after every other target, from the embedding's (PEFT's
+  // targets_to_tie), whatever target_modules says of them.
+  std::vector<std::string> tied_targets;
+  for (const auto& item : base_->named_modules("", false))
+    if (names_module(ties.targets_to_tie, item.key()) && !under_any(item.key(), layer_paths) && tuner.can_wrap(*item.value()))
+      tied_targets.push_back(item.key());
   if (!level && targets.empty() && !tuner.targets_beyond_modules(config))
     fail(ErrorKind::InvalidArgument, "target modules " + config["target_modules"].dump() + " not found in the base model (" +
                                          base_->model_type() + "); check target_modules");
+
+  BaseWeights copies;
+  if (tuner.changes_base_weights(config))
+    for (const auto& key : targets)
+      for (const auto& p : module_at(*base_, key)->parameters(true)) copies.emplace_back(p, p.detach().clone());
 
   Adapter entry{config, &tuner, {}};
   adapters_[name] = entry;
   order_.push_back(name);
   try {
-    InjectContext ctx{name, config, "", state_, true, {}, calibration.empty() ? nullptr : &calibration};
+    InjectContext ctx{name, config, "", state_, true, prepared, data};
     if (level) {
       // The first adapter decides PEFT's layout: prompt learning puts the base model at "base_model" itself.
       if (adapters_.size() == 1) use_layout(level->base_at_root());
@@ -134,7 +173,9 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
     } else {
       tuner.prepare(*tuner_, *base_, targets, ctx);
     }
-    for (const auto& key : targets) {
+    std::vector<std::string> all_targets = targets;
+    all_targets.insert(all_targets.end(), tied_targets.begin(), tied_targets.end());
+    for (const auto& key : all_targets) {
       auto [parent, child] = parent_of(*base_, key);
       auto target = module_at(*base_, key);
       ctx.key = key;
@@ -142,13 +183,20 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
       if (replacement != target) parent->replace_module(child, replacement);
       adapters_[name].layers.push_back(key);
     }
+    if (!tied_targets.empty()) {
+      auto* embedding = dynamic_cast<AdapterLayer*>(module_at(*base_, input_embedding_path(*base_)).get());
+      if (!embedding || !embedding->has_adapter(name))
+        fail(ErrorKind::InvalidArgument, "ensure_weight_tying: the input embedding is not a target of adapter '" + name +
+                                             "', so the modules tied to it have no adapter to share");
+      for (const auto& key : tied_targets) {
+        ctx.key = key;
+        tuner.tie_to_input_embedding(dynamic_cast<AdapterLayer&>(*module_at(*base_, key)), *embedding, ctx);
+      }
+    }
     if (auto names = config_strings(config, "modules_to_save")) {
       std::vector<std::string> keys;
       for (const auto& item : base_->named_modules("", false))
-        for (const auto& m : *names)
-          if (item.key() == m || (item.key().size() > m.size() && item.key().compare(item.key().size() - m.size(), m.size(), m) == 0 &&
-                                  item.key()[item.key().size() - m.size() - 1] == '.'))
-            if (!under_any(item.key(), layer_paths)) keys.push_back(item.key());
+        if (names_module(*names, item.key()) && !under_any(item.key(), layer_paths)) keys.push_back(item.key());
       for (const auto& key : keys) {
         auto target = module_at(*base_, key);
         auto layer = std::dynamic_pointer_cast<ModulesToSaveLayer>(target);
@@ -165,11 +213,42 @@ void PeftModel::add_adapter(const std::string& name, const nlohmann::json& input
         adapters_[name].layers.push_back(key);
       }
     }
+    if (!ties.modules_to_tie.empty()) tie_modules_to_save(name, ties.modules_to_tie);
+    for (const auto& key : add_trainable_token_indices(*base_, name, config, state_)) adapters_[name].layers.push_back(key);
   } catch (...) {
     remove_adapter(name);
+    restore(copies);
     throw;
   }
+  if (changed) *changed = std::move(copies);
   if (state_->active.empty()) set_adapter(name);
+}
+
+// ensure_weight_tying with the embedding in modules_to_save: each tied module's copy is a Linear over the weight of
+// the embedding's copy (PEFT's modules_to_tie; like PEFT, the Linear is first built, drawing its own init, then
+// given that weight).
+void PeftModel::tie_modules_to_save(const std::string& name, const std::vector<std::string>& tied) {
+  auto* embedding = dynamic_cast<ModulesToSaveLayer*>(module_at(*base_, input_embedding_path(*base_)).get());
+  if (!embedding || !embedding->has_adapter(name))
+    fail(ErrorKind::InvalidArgument, "ensure_weight_tying: the input embedding is not in modules_to_save of adapter '" +
+                                         name + "'");
+  at::Tensor weight = embedding->copy(name)->named_parameters(false)["weight"];
+  std::vector<std::string> keys;
+  for (const auto& item : base_->named_modules("", false))
+    for (const auto& t : tied)
+      if (!item.key().empty() && item.key().size() >= t.size() &&
+          item.key().compare(item.key().size() - t.size(), t.size(), t) == 0 &&
+          dynamic_cast<torch::nn::LinearImpl*>(item.value().get()))
+        keys.push_back(item.key());
+  for (const auto& key : keys) {
+    auto target = module_at(*base_, key);
+    auto layer = std::make_shared<ModulesToSaveLayer>(target, state_);
+    torch::nn::Linear drawn(torch::nn::LinearOptions(weight.size(0), weight.size(1)).bias(false));
+    layer->add(name, std::make_shared<models::TiedLinearImpl>(weight));
+    auto [parent, child] = parent_of(*base_, key);
+    parent->replace_module(child, layer);
+    adapters_[name].layers.push_back(key);
+  }
 }
 
 void PeftModel::remove_adapter(const std::string& name) {
@@ -178,12 +257,9 @@ void PeftModel::remove_adapter(const std::string& name) {
     if (const ModelLevelTuner* level = as_model_level(*entry->second.tuner)) level->detach(*base_, name, entry->second.config);
   if (AdapterDict* encoders = prompt_encoders(*this)) encoders->remove(name);
   for (const auto& [path, layer] : adapter_layers()) {
-    if (!layer->has_adapter(name)) continue;
-    layer->delete_adapter(name);
-    if (layer->empty()) {
-      auto [parent, child] = parent_of(*base_, path);
-      parent->replace_module(child, layer->base_layer());
-    }
+    // (a layer left without adapters by a failed add_adapter is unwrapped too)
+    if (layer->has_adapter(name)) layer->delete_adapter(name);
+    if (layer->empty()) put_back(*base_, path, layer->base_layer());
   }
   for (const auto& child : tuner_->named_children())
     if (auto* dict = dynamic_cast<AdapterDict*>(child.value().get())) dict->remove(name);
@@ -273,8 +349,7 @@ std::shared_ptr<models::Model> PeftModel::merge_and_unload() {
           keep = mts->copy(active);
           break;
         }
-    auto [parent, child] = parent_of(*base_, path);
-    parent->replace_module(child, keep);
+    put_back(*base_, path, keep);
   }
   adapters_.clear();
   order_.clear();

@@ -8,6 +8,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/weight_tying.h"
 
 namespace peft4j::tuners {
 
@@ -21,19 +22,6 @@ const nlohmann::json kDefaults = {{"peft_type", "TRAINABLE_TOKENS"}, {"task_type
                                   {"init_weights", true}};
 
 std::vector<int64_t> token_indices(const nlohmann::json& config) { return config["token_indices"].get<std::vector<int64_t>>(); }
-
-at::Tensor weight_of(const torch::nn::Module& m) {
-  if (auto* layer = dynamic_cast<const TrainableTokensLayer*>(&m)) return layer->weight();
-  auto params = m.named_parameters(false);
-  const auto* w = params.find("weight");
-  return w ? *w : at::Tensor();
-}
-
-std::string path_of(models::Model& model, const torch::nn::Module* module) {
-  for (const auto& item : model.named_modules("", false))
-    if (item.value().get() == module) return item.key();
-  return "";
-}
 
 // The layer at `path`, wrapping the module there first when it is not one yet.
 std::shared_ptr<TrainableTokensLayer> layer_at(models::Model& model, const std::string& path,
@@ -58,7 +46,7 @@ class TrainableTokensTuner : public WrappingTuner<TrainableTokensLayer> {
   nlohmann::json resolve_for_model(const nlohmann::json& config, models::Model& model) const override {
     if (!config["target_modules"].is_null()) return config;
     nlohmann::json resolved = config;
-    std::string path = path_of(model, &model.input_embeddings());
+    std::string path = input_embedding_path(model);
     resolved["target_modules"] = path.empty() ? "embed_tokens" : path;
     return resolved;
   }
@@ -67,24 +55,12 @@ class TrainableTokensTuner : public WrappingTuner<TrainableTokensLayer> {
   // PEFT's inject_adapter wraps those too, sharing the embedding layer's rows: done here, before the targets.
   void prepare(torch::nn::Module&, models::Model& model, const std::vector<std::string>& targets,
                InjectContext& ctx) const override {
-    const auto& tie = model.config().is_object() && model.config().contains("tie_word_embeddings")
-                          ? model.config()["tie_word_embeddings"]
-                          : nlohmann::json(true);
-    if (tie.is_boolean() && !tie.get<bool>()) return;
-    std::string input_path = path_of(model, &model.input_embeddings());
+    std::string input_path = input_embedding_path(model);
     if (input_path.empty() || !std::count(targets.begin(), targets.end(), input_path)) return;
-    const void* tied_weight = weight_of(model.input_embeddings()).unsafeGetTensorImpl();
-    std::vector<std::string> layer_paths, tied;
-    for (const auto& item : model.named_modules("", false)) {
-      const std::string& path = item.key();
-      bool inside = std::any_of(layer_paths.begin(), layer_paths.end(),
-                                [&](const std::string& p) { return path.compare(0, p.size() + 1, p + ".") == 0; });
-      if (inside) continue;
-      if (dynamic_cast<TrainableTokensLayer*>(item.value().get())) layer_paths.push_back(path);
-      if (path == input_path || !can_wrap(*item.value())) continue;
-      at::Tensor w = weight_of(*item.value());
-      if (w.defined() && w.unsafeGetTensorImpl() == tied_weight) tied.push_back(path);
-    }
+    std::vector<std::string> tied;
+    for (const auto& path : modules_tied_to_input_embedding(model))
+      if (can_wrap(*module_at(model, path)) || dynamic_cast<TrainableTokensLayer*>(module_at(model, path).get()))
+        tied.push_back(path);
     if (tied.empty()) return;
     auto owner = layer_at(model, input_path, ctx.state);
     add(*owner, ctx);
@@ -117,8 +93,9 @@ class TrainableTokensTuner : public WrappingTuner<TrainableTokensLayer> {
 
 }  // namespace
 
-TrainableTokensLayer::TrainableTokensLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state)
-    : AdapterLayer(base, std::move(state)) {
+TrainableTokensLayer::TrainableTokensLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+                                           bool saves_tied)
+    : AdapterLayer(base, std::move(state)), saves_tied_(saves_tied) {
   if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(base.get())) {
     if (emb->options.max_norm())
       fail(ErrorKind::Unsupported, "TRAINABLE_TOKENS on an Embedding with max_norm is not supported by peft4j");
@@ -150,6 +127,7 @@ void TrainableTokensLayer::add(const std::string& adapter, const std::vector<int
 
 void TrainableTokensLayer::add_tied(const std::string& adapter, const TrainableTokensLayer& owner) {
   token_indices_[adapter] = owner.token_indices_.at(adapter);
+  tied_.insert(adapter);
   trainable_tokens_delta_->put_parameter(adapter, owner.delta(adapter));
   original_[adapter] = owner.original_.at(adapter);
 }
@@ -210,6 +188,7 @@ void TrainableTokensLayer::unmerge_adapter(const std::string& adapter) {
 }
 
 void TrainableTokensLayer::forget_adapter(const std::string& adapter) {
+  tied_.erase(adapter);
   token_indices_.erase(adapter);
   original_.erase(adapter);
 }

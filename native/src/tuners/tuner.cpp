@@ -22,6 +22,7 @@ std::map<std::string, std::shared_ptr<const Tuner>>& registry() {
 // ---- AdapterDict -------------------------------------------------------------------------------------------
 
 void AdapterDict::put_module(const std::string& adapter, std::shared_ptr<torch::nn::Module> module) {
+  frozen_.erase(adapter);
   if (named_children().contains(adapter))
     replace_module(adapter, std::move(module));
   else
@@ -234,6 +235,12 @@ bool register_tuner(std::shared_ptr<const Tuner> tuner) {
 void Tuner::add_weighted_adapter(PeftModel&, const WeightedCombination& request) const {
   fail(ErrorKind::Unsupported, "add_weighted_adapter does not combine " + peft_type() + " adapters ('" +
                                    request.adapters.front() + "')");
+}
+
+nlohmann::json Tuner::prepare_from_data(const nlohmann::json&, models::Model&, const std::vector<models::ModelInputs>&,
+                                        std::map<std::string, at::Tensor>&) const {
+  fail(ErrorKind::Unsupported, peft_type() + " adapters are made from no data (only LORA's init_lora_weights \"corda\", "
+                                             "\"eva\" and \"lora_ga\" and PAFI's mask_type \"fisher\" are)");
 }
 
 const Tuner& tuner_for(const std::string& peft_type) {

@@ -59,6 +59,10 @@ std::vector<int64_t> epoch_order(int64_t count, uint64_t seed, int64_t epoch);
 // for sequences; the class ids for classified examples).
 models::ModelInputs collate(const std::vector<const Example*>& examples, int64_t pad_token_id, const at::Device& device);
 
+// Row `row` of a collated batch as a batch of its own on `device`, its padding (attention_mask 0) left out:
+// input_ids, token_type_ids and labels (a sequence's, or its class id); no attention_mask.
+models::ModelInputs unpadded_row(const models::ModelInputs& batch, int64_t row, const at::Device& device);
+
 // The number of items a batch's mean loss averages over: label tokens that are predicted (labels after the first
 // position that are not -100) for causal LM, examples for classification.
 int64_t loss_items(const models::ModelInputs& batch, models::Task task);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "peft4j/tuners/lora_variant.h"
 #include "peft4j/tuners/tuner.h"
@@ -17,7 +18,8 @@ namespace peft4j::tuners {
 
 // PEFT 0.21's LoraConfig fields with their defaults, as `peft_type` (AdaLoRA's config extends LoRA's).
 nlohmann::json lora_config_defaults(const std::string& peft_type);
-// Refuses by name the LoraConfig options peft4j does not reproduce (Megatron, EVA, CorDA, aLoRA, ...) when set.
+// Refuses by name the LoraConfig options peft4j does not reproduce (Megatron, QA-LoRA, ...) when set; LoRA itself
+// takes its variants' fields, target_parameters, layer_replication and its initialisations' sub-configs.
 void refuse_unsupported_lora_options(const nlohmann::json& config);
 
 class LoraLayer : public WeightDeltaLayer {
@@ -34,10 +36,11 @@ class LoraLayer : public WeightDeltaLayer {
   bool routes_mixed_batches() const override;
   std::string mixed_batch_refusal() const override;
 
-  // Adds an adapter of rank r; `initialise` follows init_lora_weights (true, false or "gaussian"). `key` (the module
-  // path) is what variants matching module names (BD-LoRA) read.
+  // Adds an adapter of rank r; `initialise` follows init_lora_weights: true, false and "gaussian" here, the inits from
+  // the weight or from data (lora_init.h) from `prepared` (InjectContext::shared) for the module at `key`. `key` (the
+  // module path) is also what variants matching module names (BD-LoRA) read.
   void add(const std::string& adapter, int64_t r, double alpha, const nlohmann::json& config, bool initialise,
-           const std::string& key = "");
+           const std::string& key = "", const std::map<std::string, at::Tensor>& prepared = {});
   // Gives the (Linear/Conv1D) adapter UniPELT's gate, "lora_gate.<adapter>" = Linear(in, 1) with N(0, 0.02) weights
   // (AdapterHub's LoRA with use_gating): the update becomes B·A·x times the sequence-mean of sigmoid(gate(x)), which
   // replaces the scaling α/r.
@@ -79,6 +82,8 @@ class LoraLayer : public WeightDeltaLayer {
   void forget_adapter(const std::string& adapter) override;
 
  private:
+  friend void initialise_lora_layer(LoraLayer&, const std::string&, const nlohmann::json&, const std::string&,
+                                    const std::map<std::string, at::Tensor>&);
   at::Tensor weight_out_in() const;      // the same as [out, in] (Conv1D transposed)
   at::Tensor dora_weight_norm(const at::Tensor& lora_weight, double scale) const;
   void merge_lora_bias(const std::string& adapter, double sign);

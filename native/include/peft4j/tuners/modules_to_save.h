@@ -21,6 +21,8 @@ class ModuleCopyLayer : public AdapterLayer {
   // Adds an adapter: a trainable deep copy of the wrapped module as it is now (Error(Unsupported) when it cannot be
   // copied: libtorch clones modules built from its cloneable layers only).
   void add(const std::string& adapter);
+  // Adds an adapter whose copy is `module` as given (a tied module's, sharing another copy's weight).
+  void add(const std::string& adapter, std::shared_ptr<torch::nn::Module> module);
   std::shared_ptr<torch::nn::Module> copy(const std::string& adapter) const;
 
  protected:

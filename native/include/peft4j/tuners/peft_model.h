@@ -24,10 +24,11 @@ class PeftModel : public models::Model {
 
   // Adds adapter `name` from a PEFT config (any registered peft_type): finds the targets, wraps them and
   // initialises the adapter as the config says. The new adapter becomes active and trainable when it is the only
-  // one. Nothing changes when the config or the targets are wrong. `calibration`: examples (one batch each) for methods
-  // that score the base model's parameters on data when the adapter is made (PaFi's Fisher mask).
+  // one. Nothing changes when the config or the targets are wrong. `data`: batches (as the trainer collates them) the
+  // base model runs over before the adapter is built, for methods that start from what it finds: LoRA's CorDA, EVA and
+  // LoRA-GA (Tuner::prepare_from_data), PaFi's Fisher mask (InjectContext::data). Empty: none.
   void add_adapter(const std::string& name, const nlohmann::json& config,
-                   const std::vector<models::ModelInputs>& calibration = {});
+                   const std::vector<models::ModelInputs>& data = {});
   // Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). Every key must map onto the
   // model and every adapter tensor must be present with the right shape; otherwise Error and the model is as before.
   void load_adapter(const std::string& dir, const std::string& name, bool trainable = false);
@@ -119,6 +120,13 @@ class PeftModel : public models::Model {
   void check_name(const std::string& name) const;
   const Adapter& adapter(const std::string& name) const;
   void remove_adapter(const std::string& name);
+  void tie_modules_to_save(const std::string& name, const std::vector<std::string>& tied);
+  // The base parameters an adapter changes in place (Tuner::changes_base_weights), with copies to put back.
+  using BaseWeights = std::vector<std::pair<at::Tensor, at::Tensor>>;
+  // add_adapter's work; `changed` (when given) receives the copies of the base parameters the adapter changed.
+  void add_adapter(const std::string& name, const nlohmann::json& config, const std::vector<models::ModelInputs>* data,
+                   BaseWeights* changed);
+  static void restore(const BaseWeights& changed);
 
   std::shared_ptr<models::Model> base_;
   std::shared_ptr<torch::nn::Module> tuner_;  // "base_model", PEFT's LoraModel, holding the base as "model"

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -15,13 +16,17 @@ namespace peft4j::tuners {
 
 class TrainableTokensLayer : public AdapterLayer {
  public:
-  TrainableTokensLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state);
+  // `saves_tied` false leaves the tied adapters out of saved files (PEFT's TrainableTokensWrapper, where the adapter
+  // a tied module follows is saved once, with the embedding).
+  TrainableTokensLayer(std::shared_ptr<torch::nn::Module> base, std::shared_ptr<AdapterState> state,
+                       bool saves_tied = true);
 
   std::string peft_type() const override { return "TRAINABLE_TOKENS"; }
   bool has_adapter(const std::string& adapter) const override;
   // The base output with the adapter's rows in place (result is not reused: the rows replace, they do not add).
   at::Tensor apply(const at::Tensor& x, const at::Tensor& result, const std::string& adapter) override;
   bool can_merge() const override { return true; }
+  bool saves_adapter(const std::string& adapter) const override { return saves_tied_ || !tied_.count(adapter); }
 
   // Adds an adapter training rows `indices`, starting from the base rows (`from_base`) or from N(0, 1).
   void add(const std::string& adapter, const std::vector<int64_t>& indices, bool from_base);
@@ -45,6 +50,8 @@ class TrainableTokensLayer : public AdapterLayer {
   // PEFT refuses adapters whose rows overlap: which one wins would be undefined.
   void check_disjoint(const std::vector<std::string>& adapters) const;
 
+  bool saves_tied_;
+  std::set<std::string> tied_;  // adapters that follow another layer's rows
   bool embedding_ = false;  // otherwise a Linear (a tied lm_head): rows are output features
   // Per-adapter dicts, declared (and so registered) in PEFT's order, so that parameters list as PEFT's do.
   std::shared_ptr<AdapterDict> trainable_tokens_delta_ = adapter_dict("trainable_tokens_delta");

@@ -55,6 +55,9 @@ class AdapterDict : public torch::nn::Module {
   // VeRA/RandLoRA with save_projection=false, which regenerate the tensor from a seed instead).
   void put_buffer(const std::string& adapter, const at::Tensor& value, bool persistent = true);
   bool is_persistent(const std::string& adapter) const { return transient_.count(adapter) == 0; }
+  // Keeps a module entry's parameters out of training while they are still saved (PEFT's frozen PEFT weights, e.g.
+  // MiCA's lora_B).
+  void freeze(const std::string& adapter) { frozen_.insert(adapter); }
   bool contains(const std::string& adapter) const;
   void remove(const std::string& adapter);
   torch::nn::Module& module(const std::string& adapter) const;
@@ -93,6 +96,9 @@ class AdapterLayer : public torch::nn::Module, public models::TensorModule {
 
   // Removes an adapter: its entries in every AdapterDict child plus the method's own bookkeeping.
   void delete_adapter(const std::string& adapter);
+
+  // Whether the adapter's tensors on this layer go into saved files (false where they are another layer's, saved there).
+  virtual bool saves_adapter(const std::string& adapter) const { return true; }
 
   // Whether any adapter is left (a layer without adapters is unwrapped).
   bool empty() const;
@@ -140,9 +146,8 @@ struct InjectContext {
   // Model-level tensors of this adapter that Tuner::prepare() made (VeRA's shared projections, VB-LoRA's vector
   // bank), by name, for the layers to use.
   std::map<std::string, at::Tensor> shared;
-  // Examples a method scores the base model's parameters on when the adapter is made (PaFi's Fisher mask), one
-  // batch each; null when none were given.
-  const std::vector<models::ModelInputs>* calibration = nullptr;
+  // The batches PeftModel::add_adapter was given (PaFi scores the base model's parameters on them); null when none.
+  const std::vector<models::ModelInputs>* data = nullptr;
 };
 
 using NamedLayers = std::vector<std::pair<std::string, AdapterLayer*>>;
@@ -171,6 +176,11 @@ class Tuner {
   // layer. Returns the module that now sits at the target's place.
   virtual std::shared_ptr<torch::nn::Module> inject(const std::shared_ptr<torch::nn::Module>& target,
                                                     const InjectContext& context) const = 0;
+  // ensure_weight_tying: makes `layer` (a module tied to the input embedding, already given the adapter) share the
+  // adapter of `embedding` (PEFT's tied_adapter). Methods without it refuse (Error(Unsupported)).
+  virtual void tie_to_input_embedding(AdapterLayer& layer, AdapterLayer& embedding, const InjectContext& context) const {
+    fail(ErrorKind::Unsupported, peft_type() + " adapters cannot be tied to the input embedding's (ensure_weight_tying)");
+  }
   // PEFT's checkpoint key for a model key (the adapter name removed); methods with renamed keys override.
   virtual std::string checkpoint_key(const std::string& model_key, const std::string& adapter) const;
   // Rejects configs that cannot apply to the model, before any module is touched.
@@ -180,6 +190,18 @@ class Tuner {
   // "base_model.<name>" like PEFT's, and hands the tensors to the layers through context.shared.
   virtual void prepare(torch::nn::Module& tuner_module, models::Model& model, const std::vector<std::string>& targets,
                        InjectContext& context) const {}
+  // Called when the adapter is added with data, before the layers are built: a data-driven initialisation (LoRA's
+  // CorDA, EVA, LoRA-GA) runs the base model over `data`, returns the config the layers are built with (EVA
+  // redistributes ranks) and fills `prepared` with per-module tensors they initialise from (InjectContext::shared); a
+  // method reading the data later (PaFi's prepare, through InjectContext::data) returns the config as it is. The
+  // default refuses data (Unsupported naming the method).
+  virtual nlohmann::json prepare_from_data(const nlohmann::json& config, models::Model& model,
+                                           const std::vector<models::ModelInputs>& data,
+                                           std::map<std::string, at::Tensor>& prepared) const;
+  // Whether adding an adapter with `config` changes the wrapped weights themselves (LoRA's PiSSA, OLoRA, CorDA and
+  // LoRA-GA leave a residual): PeftModel then copies them first, to put them back when the adapter cannot be added
+  // or loaded.
+  virtual bool changes_base_weights(const nlohmann::json& config) const { return false; }
   // A term added to the training loss (AdaLoRA's orthogonal regulariser); undefined for none.
   virtual at::Tensor training_loss_term(const NamedLayers& layers, const std::string& adapter,
                                         const nlohmann::json& config) const {

@@ -6,8 +6,9 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Objects;
 import java.util.function.Consumer;
-import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 import org.peft4j.config.AdapterConfig;
+import org.peft4j.internal.Peft4jNative;
+import org.peft4j.internal.Peft4jNative.PeftModelHandle;
 
 /**
  * A base model with named adapters, as PEFT's {@code PeftModel}: adapters of any supported method, loaded from and
@@ -72,12 +73,36 @@ public final class PeftModel extends NativeResource {
     }
 
     /**
-     * As {@link #create(BaseModel, String, AdapterConfig, long)}, with calibration examples for methods that score the
-     * base model's parameters on data when the adapter is made (PaFi's Fisher mask: {@code PafiConfig.maskType("fisher")}).
+     * As {@link #create(BaseModel, String, AdapterConfig, long)} for methods made from data: LoRA's initialisations
+     * ({@code init_lora_weights} "corda", "eva", "lora_ga") and PaFi's Fisher mask ({@code PafiConfig.maskType("fisher")}).
+     * The base model first runs over {@code data}, each example cut to {@code maxLength} tokens, {@code batchSize}
+     * examples a batch, right-padded with {@code padTokenId} (CorDA and PaFi take each sequence alone, unpadded).
      */
-    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData calibration) {
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData data,
+                                   long batchSize, long maxLength, long padTokenId) {
         Objects.requireNonNull(config, "config");
-        return wrap(base, model -> model.addAdapter(name, config, seed, calibration));
+        return wrap(base, model -> model.addAdapter(name, config, seed, data, batchSize, maxLength, padTokenId));
+    }
+
+    /**
+     * As {@link #create(BaseModel, String, AdapterConfig, long, TrainingData, long, long, long)} with the examples
+     * uncut, one a batch (PaFi's calibration examples).
+     */
+    public static PeftModel create(BaseModel base, String name, AdapterConfig config, long seed, TrainingData data) {
+        return create(base, name, config, seed, data, 1, Long.MAX_VALUE, 0);
+    }
+
+    /** Whether {@code config} is a LoRA config whose {@code init_lora_weights} learns from data ("corda", "eva", "lora_ga"). */
+    public static boolean initialisesFromData(AdapterConfig config) {
+        return Native.call(() -> Peft4jNative.initNeedsData(config.toJson()));
+    }
+
+    /**
+     * Whether {@code config} is a LoRA config whose {@code init_lora_weights} moves part of the base weight into the
+     * adapter ("pissa", "pissa_niter_K", "olora", "corda", "lora_ga"), leaving a residual base model.
+     */
+    public static boolean initialisationLeavesResidualBase(AdapterConfig config) {
+        return Native.call(() -> Peft4jNative.initMutatesBase(config.toJson()));
     }
 
     /** Wraps {@code base} and loads a PEFT adapter directory as adapter "default" (frozen, for inference). */
@@ -117,12 +142,21 @@ public final class PeftModel extends NativeResource {
         lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed));
     }
 
-    /** Adds a seeded adapter with calibration examples, as {@link #create(BaseModel, String, AdapterConfig, long, TrainingData)}. */
-    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData calibration) {
+    /**
+     * Adds an adapter made from data, as
+     * {@link #create(BaseModel, String, AdapterConfig, long, TrainingData, long, long, long)}.
+     */
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData data, long batchSize,
+                           long maxLength, long padTokenId) {
         Objects.requireNonNull(config, "config");
-        Objects.requireNonNull(calibration, "calibration");
-        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed, calibration.nativeHandle()),
-                calibration);
+        Objects.requireNonNull(data, "data");
+        lock.exclusive(this, () -> nativeHandle().addAdapter(name, config.toJson(), seed, data.nativeHandle(), batchSize,
+                maxLength, padTokenId), data);
+    }
+
+    /** Adds an adapter made from data, as {@link #create(BaseModel, String, AdapterConfig, long, TrainingData)}. */
+    public void addAdapter(String name, AdapterConfig config, long seed, TrainingData data) {
+        addAdapter(name, config, seed, data, 1, Long.MAX_VALUE, 0);
     }
 
     /** Loads a PEFT adapter directory as adapter {@code name}. */
@@ -140,6 +174,19 @@ public final class PeftModel extends NativeResource {
 
     public void save(Path dir, String name) {
         lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString(), name));
+    }
+
+    /**
+     * PEFT's {@code save_pretrained(dir, path_initial_model_for_weight_conversion=...)}: for an adapter whose init
+     * moved part of the base weight into it (PiSSA, OLoRA, CorDA, LoRA-GA), {@code pathInitialModelForWeightConversion}
+     * holds the adapter as {@link #save(Path, String)} wrote it right after it was made; {@code dir} receives the
+     * change training made as a plain LoRA of rank 2r, which applies to the untouched base model. The initial
+     * adapter's config is rewritten with {@code init_lora_weights} true, as PEFT does.
+     */
+    public void save(Path dir, String name, Path pathInitialModelForWeightConversion) {
+        Objects.requireNonNull(pathInitialModelForWeightConversion, "pathInitialModelForWeightConversion");
+        lock.shared(this, () -> nativeHandle().saveAdapter(dir.toString(), name,
+                pathInitialModelForWeightConversion.toString()));
     }
 
     /** Makes {@code name} the one active adapter; its tensors become trainable, all others frozen. */

@@ -21,7 +21,7 @@ class PeftModelTest {
     private static final Path CASE = TestFiles.golden().resolve("cases/lora_llama_all");
     private static final Path LLAMA = TestFiles.golden().resolve("models/llama");
 
-    private static float maxAbsDiff(float[] a, float[] b) {
+    static float maxAbsDiff(float[] a, float[] b) {
         assertEquals(a.length, b.length);
         float worst = 0;
         for (int i = 0; i < a.length; i++) {

@@ -25,7 +25,7 @@ class TrainerTest {
     private static final Path LLAMA = TestFiles.golden().resolve("models/llama");
 
     /** Random token sequences of the tiny llama's vocabulary (256), labels = ids. */
-    private static TrainingData sequences(int count, int length, long seed) {
+    static TrainingData sequences(int count, int length, long seed) {
         Random random = new Random(seed);
         TrainingData data = new TrainingData();
         for (int i = 0; i < count; i++) {

@@ -151,6 +151,13 @@ class TunerConfigsTest {
                         .layerReplication(new int[] {0, 2}, new int[] {1, 2}).initLoraWeights(false).build()),
                 Arguments.of("target_parameters", "llama", LoraConfig.builder().r(4).targetModules()
                         .targetParameters("self_attn.q_proj.weight").initLoraWeights(false).build()),
+                Arguments.of("trainable_token_indices", "qwen2", LoraConfig.builder().r(4).targetModules("q_proj")
+                        .trainableTokenIndices(3, 5).initLoraWeights(false).build()),
+                Arguments.of("trainable_token_indices_dict", "qwen2", LoraConfig.builder().r(4).targetModules("q_proj")
+                        .trainableTokenIndices(Map.of("embed_tokens", List.of(2, 6), "lm_head", List.of(2, 6)))
+                        .ensureWeightTying(true).initLoraWeights(false).build()),
+                Arguments.of("ensure_weight_tying", "qwen2", LoraConfig.builder().r(4)
+                        .targetModules("embed_tokens", "q_proj").ensureWeightTying(true).initLoraWeights(false).build()),
                 Arguments.of("prompt_tuning", "llama",
                         PromptTuningConfig.builder().numVirtualTokens(4).randomInit().build()),
                 Arguments.of("p_tuning", "llama",

@@ -39,6 +39,12 @@ final class AdapterOptions {
     @Option(names = "--lora-dropout", paramLabel = "P", description = "LoRA dropout (default: ${DEFAULT-VALUE})")
     double loraDropout = 0.0;
 
+    @Option(names = "--init-lora-weights", paramLabel = "INIT",
+            description = "LoRA's init_lora_weights: true, false, gaussian, pissa, pissa_niter_K, olora, orthogonal, "
+                    + "mica, corda, eva or lora_ga (PEFT's default sub-configs; corda, eva and lora_ga learn from "
+                    + "--init-data) (default: ${DEFAULT-VALUE})")
+    String initLoraWeights = "true";
+
     /** The adapter's config; {@code taskType} (PEFT's "CAUSAL_LM" or "SEQ_CLS") is recorded in a LoRA config. */
     AdapterConfig toConfig(String taskType) {
         if (adapterConfig != null) {
@@ -59,6 +65,13 @@ final class AdapterOptions {
                 lora.allLinear();
             } else {
                 lora.targetModules(targetModules.toArray(String[]::new));
+            }
+            switch (initLoraWeights) {
+                case "true", "false" -> lora.initLoraWeights(Boolean.parseBoolean(initLoraWeights));
+                case "corda" -> lora.cordaInit();
+                case "eva" -> lora.evaInit();
+                case "lora_ga" -> lora.loraGaInit();
+                default -> lora.initLoraWeights(initLoraWeights);
             }
             return lora.build();
         }

@@ -79,7 +79,7 @@ final class DemoCommand implements Callable<Integer> {
             report.put("peft_type", "LORA");
             report.put("trainable_parameters", peft.trainableParameterCount());
             TrainingRun.Totals totals = TrainingRun.train(peft, encoder.encode(trainRecords), encoder.encode(evalRecords),
-                    training, out, loaded.tokenizer.padTokenId().orElse(0), false, report);
+                    training, out, loaded.tokenizer.padTokenId().orElse(0), false, report, null);
 
             TaskMetrics.ExactMatch after = TaskMetrics.exactMatch(loaded, encoder, evalRecords, greedy);
             report.put("exact_match_before", before.rate());

@@ -179,7 +179,7 @@ final class IntrinsicDimensionCommand implements Callable<Integer> {
         report.put("peft_type", adapterConfig.peftType());
         report.put("trainable_parameters", trainable);
         TrainingRun.Totals totals = TrainingRun.train(peft, train, eval, training, dir,
-                loaded.tokenizer.padTokenId().orElse(0), false, report);
+                loaded.tokenizer.padTokenId().orElse(0), false, report, null);
         double score = scorer.score();
         report.put("held_out_" + scorer.metric(), score);
         report.write(dir);

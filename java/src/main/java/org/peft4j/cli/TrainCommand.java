@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
+import org.peft4j.PeftException;
 import org.peft4j.PeftModel;
 import org.peft4j.Trainer;
 import org.peft4j.TrainingData;
@@ -52,10 +53,18 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the newest checkpoint in --out")
     boolean resume;
 
-    @Option(names = "--calibration-data", paramLabel = "FILE",
-            description = "examples (JSONL, the training data's format) that methods scoring the base model's parameters "
-                    + "on data read when the adapter is made (PaFi's Fisher mask)")
-    Path calibrationData;
+    @Option(names = {"--init-data", "--calibration-data"}, split = ",", paramLabel = "FILE",
+            description = "data (JSONL, the --data formats) the base model runs over when the adapter is made: LoRA's "
+                    + "data-driven inits (init_lora_weights corda, eva, lora_ga) and PaFi's Fisher mask (mask_type "
+                    + "fisher, its calibration examples); examples cut to --max-seq-length, batches of "
+                    + "--per-device-train-batch-size (CorDA and PaFi take each example alone)")
+    List<Path> initData = new ArrayList<>();
+
+    @Option(names = "--path-initial-model-for-weight-conversion", paramLabel = "DIR",
+            description = "for inits that move part of the base weight into the adapter (pissa, olora, corda, lora_ga): "
+                    + "the adapter as initialised is written to DIR, and the trained adapter in --out is converted into "
+                    + "a LoRA of rank 2r that applies to the untouched base model (PEFT's save_pretrained option)")
+    Path pathInitialModelForWeightConversion;
 
     @Mixin
     AdapterOptions adapter;
@@ -75,10 +84,28 @@ final class TrainCommand implements Callable<Integer> {
             ExampleEncoder encoder = new ExampleEncoder(loaded.tokenizer, labelSet);
             List<Example> train = encoder.encode(trainRecords);
             List<Example> eval = encoder.encode(evalRecords);
-            PeftModel peft = calibrationData == null
-                    ? PeftModel.create(loaded.base, "default", adapterConfig, training.seed)
-                    : createCalibrated(loaded, encoder, adapterConfig);
+            PeftModel peft;
+            if (!initData.isEmpty()) {
+                List<Example> initExamples = encoder.encode(JsonlReader.readAll(initData));
+                try (TrainingData data = TrainingData.of(initExamples)) {
+                    peft = PeftModel.create(loaded.base, "default", adapterConfig, training.seed, data,
+                            training.trainBatchSize, training.maxSeqLength, loaded.tokenizer.padTokenId().orElse(0));
+                }
+            } else if (PeftModel.initialisesFromData(adapterConfig)) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
+                        "the adapter's init_lora_weights initialises from data: pass --init-data FILE");
+            } else {
+                peft = PeftModel.create(loaded.base, "default", adapterConfig, training.seed);
+            }
             loaded.attach(peft);
+            if (pathInitialModelForWeightConversion != null) {
+                peft.save(pathInitialModelForWeightConversion, "default");
+            } else if (PeftModel.initialisationLeavesResidualBase(adapterConfig)) {
+                LOG.warn("the adapter's init_lora_weights leaves a residual base model: the adapter in {} applies to it "
+                        + "(PEFT and peft4j decompose the original base again on loading where the init is "
+                        + "deterministic); --path-initial-model-for-weight-conversion DIR saves one for the untouched base",
+                        out);
+            }
             LOG.info("{}: {} training and {} eval examples, {} adapter with {} trainable parameters", model,
                     train.size(), eval.size(), adapterConfig.peftType(), peft.trainableParameterCount());
             TrainingReport report = new TrainingReport();
@@ -90,18 +117,12 @@ final class TrainCommand implements Callable<Integer> {
                 report.put("labels", labelSet.asMap());
             }
             TrainingRun.Totals totals = TrainingRun.train(peft, train, eval, training, out,
-                    loaded.tokenizer.padTokenId().orElse(0), resume, report);
+                    loaded.tokenizer.padTokenId().orElse(0), resume, report, pathInitialModelForWeightConversion);
             report.write(out);
             LOG.info("{} steps, {} tokens in {} s ({} tokens/s)", totals.steps(), totals.tokens(),
                     String.format("%.1f", totals.seconds()), String.format("%.0f", totals.tokensPerSecond()));
         }
         System.out.println("adapter, metrics.json and loss.png written to " + out);
         return 0;
-    }
-
-    private PeftModel createCalibrated(LoadedModel loaded, ExampleEncoder encoder, AdapterConfig adapterConfig) {
-        try (TrainingData calibration = TrainingData.of(encoder.encode(JsonlReader.read(calibrationData)))) {
-            return PeftModel.create(loaded.base, "default", adapterConfig, training.seed, calibration);
-        }
     }
 }

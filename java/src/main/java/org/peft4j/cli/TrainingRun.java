@@ -27,8 +27,14 @@ final class TrainingRun {
         }
     }
 
+    /**
+     * {@code pathInitialModelForWeightConversion}: where the adapter was saved right after its PiSSA/OLoRA/CorDA/LoRA-GA
+     * initialisation; the adapter in {@code out} is then converted against it (PEFT's save_pretrained option). Null:
+     * the adapter as trained.
+     */
     static Totals train(PeftModel model, List<Example> trainExamples, List<Example> evalExamples,
-                        TrainingOptions options, Path out, long padTokenId, boolean resume, TrainingReport report) {
+                        TrainingOptions options, Path out, long padTokenId, boolean resume, TrainingReport report,
+                        Path pathInitialModelForWeightConversion) {
         boolean classification = trainExamples.get(0) instanceof Example.Classified;
         try (TrainingData train = TrainingData.of(trainExamples);
              TrainingData eval = evalExamples.isEmpty() ? null : TrainingData.of(evalExamples)) {
@@ -56,7 +62,11 @@ final class TrainingRun {
                 if (last.stoppedEarly()) {
                     bar.message("stopped early at step " + last.globalStep() + " (eval loss no longer improving)");
                 }
-                trainer.saveAdapter(out);
+                if (pathInitialModelForWeightConversion == null) {
+                    trainer.saveAdapter(out);
+                } else {
+                    model.save(out, "default", pathInitialModelForWeightConversion);
+                }
                 Totals totals = new Totals(last.globalStep() - stepsBefore, last.tokensSeen() - tokensBefore,
                         (System.nanoTime() - start) / 1e9);
                 // Every step's entry, a resumed run's earlier ones from the checkpoint included.

@@ -74,14 +74,117 @@ public final class LoraConfig extends TunerConfig {
             return setPattern("alpha_pattern", pattern);
         }
 
-        /** {@code init_lora_weights}: true (B = 0, the default), false (random A and B) or "gaussian". */
+        /** {@code init_lora_weights}: true (B = 0, the default) or false (random A and B). */
         public Builder initLoraWeights(boolean init) {
+            return set("init_lora_weights", init);
+        }
+
+        /**
+         * {@code init_lora_weights} by PEFT's name: "gaussian", "pissa", "pissa_niter_K", "olora", "orthogonal",
+         * "mica", "corda", "eva" or "lora_ga" (the setters below name each and set its sub-config).
+         */
+        public Builder initLoraWeights(String init) {
             return set("init_lora_weights", init);
         }
 
         /** {@code init_lora_weights = "gaussian"}: A from N(0, 1/r), B = 0. */
         public Builder gaussianInit() {
             return set("init_lora_weights", "gaussian");
+        }
+
+        /**
+         * {@code init_lora_weights = "pissa"} (PiSSA): the r principal singular triplets of each weight move into A and
+         * B, and the base keeps the residual W − s·B·A. Save the adapter right after creating it and pass that
+         * directory to {@link org.peft4j.PeftModel#save(java.nio.file.Path, String, java.nio.file.Path)} after training for a plain
+         * LoRA that applies to the untouched base.
+         */
+        public Builder pissaInit() {
+            return set("init_lora_weights", "pissa");
+        }
+
+        /** {@code init_lora_weights = "pissa_niter_<niter>"}: PiSSA by a randomised SVD with niter subspace iterations. */
+        public Builder pissaInit(int niter) {
+            if (niter < 0) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, "pissa niter must be >= 0, got " + niter);
+            }
+            return set("init_lora_weights", "pissa_niter_" + niter);
+        }
+
+        /** {@code init_lora_weights = "olora"} (OLoRA): A and B from the QR factors of each weight, the base keeps the rest. */
+        public Builder oloraInit() {
+            return set("init_lora_weights", "olora");
+        }
+
+        /** {@code init_lora_weights = "orthogonal"}: A and B from one random orthogonal matrix, B·A = 0 (r even). */
+        public Builder orthogonalInit() {
+            return set("init_lora_weights", "orthogonal");
+        }
+
+        /** {@code init_lora_weights = "mica"} (MiCA): B frozen on the r minor left singular vectors, A = 0 and trained. */
+        public Builder micaInit() {
+            return set("init_lora_weights", "mica");
+        }
+
+        /**
+         * {@code init_lora_weights = "corda"} with {@code corda_config.corda_method} "ipm" (the largest components of
+         * W·C, C the covariance of each layer's inputs over the initialisation data) or "kpm" (the smallest); the base
+         * keeps the residual. The data is passed when the adapter is made
+         * ({@link org.peft4j.PeftModel#create(org.peft4j.BaseModel, String, AdapterConfig, long,
+         * org.peft4j.TrainingData, long, long, long)}).
+         */
+        public Builder cordaInit(String cordaMethod, boolean useFloat16ForCovariance) {
+            set("corda_config", ordered(
+                    "corda_method", cordaMethod,
+                    "use_float16_for_covariance", useFloat16ForCovariance));
+            return set("init_lora_weights", "corda");
+        }
+
+        /** {@code init_lora_weights = "corda"} with PEFT's default CordaConfig (IPM). */
+        public Builder cordaInit() {
+            return cordaInit("ipm", false);
+        }
+
+        /**
+         * {@code init_lora_weights = "eva"} (EVA) with {@code eva_config}: A from the incremental SVD of each layer's
+         * inputs over the initialisation data, B = 0, the rank budget redistributed by explained variance (a layer's
+         * rank at most {@code rho}·r; {@code tau} the convergence threshold of the components' cosine similarity;
+         * {@code useLabelMask}: positions whose label is {@code labelMaskValue} left out; {@code whiten}: components
+         * divided by √σ; {@code adjustScalingFactors}: lora_alpha scaled by new rank / r).
+         */
+        public Builder evaInit(double rho, double tau, boolean useLabelMask, long labelMaskValue, boolean whiten,
+                               boolean adjustScalingFactors) {
+            set("eva_config", ordered(
+                    "rho", rho,
+                    "tau", tau,
+                    "use_label_mask", useLabelMask,
+                    "label_mask_value", labelMaskValue,
+                    "whiten", whiten,
+                    "adjust_scaling_factors", adjustScalingFactors));
+            return set("init_lora_weights", "eva");
+        }
+
+        /** {@code init_lora_weights = "eva"} with PEFT's default EvaConfig (rho 2, tau 0.99, label mask -100). */
+        public Builder evaInit() {
+            return evaInit(2.0, 0.99, true, -100, false, true);
+        }
+
+        /**
+         * {@code init_lora_weights = "lora_ga"} (LoRA-GA) with {@code lora_ga_config}: A and B from the SVD of each
+         * layer's mean gradient over the initialisation data; {@code direction} "ArBr", "A2rBr", "ArB2r" or "random",
+         * {@code scale} "stable" (with {@code stableGamma}), "weight_svd", "gd_scale" or "unit"; the base keeps the
+         * residual.
+         */
+        public Builder loraGaInit(String direction, String scale, int stableGamma) {
+            set("lora_ga_config", ordered(
+                    "direction", direction,
+                    "scale", scale,
+                    "stable_gamma", stableGamma));
+            return set("init_lora_weights", "lora_ga");
+        }
+
+        /** {@code init_lora_weights = "lora_ga"} with PEFT's default LoraGAConfig (ArB2r, stable, gamma 16). */
+        public Builder loraGaInit() {
+            return loraGaInit("ArB2r", "stable", 16);
         }
 
         /** {@code lora_bias}: B gets a trained bias, merged into the base layer's bias (not with DoRA). */
@@ -108,12 +211,11 @@ public final class LoraConfig extends TunerConfig {
                 throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
                         "use_bdlora.nblocks must be positive, got " + nblocks);
             }
-            Map<String, Object> sub = new LinkedHashMap<>();
-            sub.put("target_modules_bd_a", List.copyOf(targetModulesBdA));
-            sub.put("target_modules_bd_b", List.copyOf(targetModulesBdB));
-            sub.put("nblocks", nblocks);
-            sub.put("match_strict", matchStrict);
-            return set("use_bdlora", sub);
+            return set("use_bdlora", ordered(
+                    "target_modules_bd_a", List.copyOf(targetModulesBdA),
+                    "target_modules_bd_b", List.copyOf(targetModulesBdB),
+                    "nblocks", nblocks,
+                    "match_strict", matchStrict));
         }
 
         /**
@@ -149,14 +251,13 @@ public final class LoraConfig extends TunerConfig {
                         "monteclora_config.num_samples and buffer_size must be positive, got " + numSamples + " and "
                                 + bufferSize);
             }
-            Map<String, Object> sub = new LinkedHashMap<>();
-            sub.put("num_samples", numSamples);
-            sub.put("use_entropy", useEntropy);
-            sub.put("dirichlet_prior", dirichletPrior);
-            sub.put("sample_scaler", sampleScaler);
-            sub.put("kl_loss_weight", klLossWeight);
-            sub.put("buffer_size", bufferSize);
-            return set("monteclora_config", sub);
+            return set("monteclora_config", ordered(
+                    "num_samples", numSamples,
+                    "use_entropy", useEntropy,
+                    "dirichlet_prior", dirichletPrior,
+                    "sample_scaler", sampleScaler,
+                    "kl_loss_weight", klLossWeight,
+                    "buffer_size", bufferSize));
         }
 
         /**
@@ -166,14 +267,13 @@ public final class LoraConfig extends TunerConfig {
          */
         public Builder arrowConfig(int topK, double routerTemperature, boolean useGks, List<String> taskAdapterNames,
                 List<String> gksAdapterNames, Integer rngSeed) {
-            Map<String, Object> sub = new LinkedHashMap<>();
-            sub.put("top_k", topK);
-            sub.put("router_temperature", routerTemperature);
-            sub.put("use_gks", useGks);
-            sub.put("task_adapter_names", List.copyOf(taskAdapterNames));
-            sub.put("gks_adapter_names", List.copyOf(gksAdapterNames));
-            sub.put("rng_seed", rngSeed);
-            return set("arrow_config", sub);
+            return set("arrow_config", ordered(
+                    "top_k", topK,
+                    "router_temperature", routerTemperature,
+                    "use_gks", useGks,
+                    "task_adapter_names", List.copyOf(taskAdapterNames),
+                    "gks_adapter_names", List.copyOf(gksAdapterNames),
+                    "rng_seed", rngSeed));
         }
 
         /**
@@ -199,6 +299,40 @@ public final class LoraConfig extends TunerConfig {
          */
         public Builder targetParameters(String... names) {
             return setNames("target_parameters", names);
+        }
+
+        /**
+         * {@code trainable_token_indices} (list form): these rows of the input embedding train beside LoRA (saved as
+         * {@code token_adapter.trainable_tokens_delta}); under tied embeddings the lm_head follows the same rows.
+         */
+        public Builder trainableTokenIndices(int... tokens) {
+            return setInts("trainable_token_indices", tokens);
+        }
+
+        /**
+         * {@code trainable_token_indices} (dict form): the rows to train per module name (a suffix of the module's
+         * path, e.g. "embed_tokens", "lm_head").
+         */
+        public Builder trainableTokenIndices(Map<String, List<Integer>> tokensByModule) {
+            return set("trainable_token_indices", new LinkedHashMap<>(tokensByModule));
+        }
+
+        /**
+         * {@code ensure_weight_tying}: under tie_word_embeddings, modules tied to the input embedding share its adapter
+         * (LoRA factors transposed when the embedding is in target_modules, one copy in modules_to_save, the same rows
+         * with trainable_token_indices, whose indices must then agree).
+         */
+        public Builder ensureWeightTying(boolean on) {
+            return set("ensure_weight_tying", on);
+        }
+
+        /** A sub-config's fields in the order given (key, value, key, value, ...; values may be null). */
+        private static Map<String, Object> ordered(Object... keysAndValues) {
+            Map<String, Object> out = new LinkedHashMap<>();
+            for (int i = 0; i < keysAndValues.length; i += 2) {
+                out.put((String) keysAndValues[i], keysAndValues[i + 1]);
+            }
+            return out;
         }
     }
 }

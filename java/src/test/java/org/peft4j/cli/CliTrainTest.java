@@ -18,6 +18,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.peft4j.NamedTensors;
 import org.peft4j.SafeTensors;
+import org.peft4j.Tensor;
 
 /** train, eval, generate and merge on the shipped demo model, and the errors they must report in one line. */
 class CliTrainTest {
@@ -197,6 +198,41 @@ class CliTrainTest {
         assertFalse(Files.exists(out), "a failed run left " + out);
         try (Stream<Path> left = Files.list(dir)) {
             assertTrue(left.noneMatch(p -> p.getFileName().toString().endsWith(".tmp")));
+        }
+    }
+
+    @Test
+    void loraInitsFromDataAndTheConversionOfABaseChangingInit() throws Exception {
+        String data = firstLines(16).toString();
+        Path eva = dir.resolve("eva");
+        CliRun r = run("train", "--model", model(), "--data", data, "--out", eva.toString(), "--max-steps", "2",
+                "--per-device-train-batch-size", "8", "--lora-r", "2", "--target-modules", "q_proj,v_proj",
+                "--init-lora-weights", "eva", "--init-data", data);
+        assertEquals(0, r.code(), r.err());
+        JsonNode config = new ObjectMapper().readTree(eva.resolve("adapter_config.json").toFile());
+        assertEquals("eva", config.get("init_lora_weights").asText());
+        assertEquals(2.0, config.get("eva_config").get("rho").asDouble());
+        assertTrue(config.get("rank_pattern").isObject(), config.toString());
+
+        assertOneErrorLine(run("train", "--model", model(), "--data", data, "--out", dir.resolve("corda").toString(),
+                "--max-steps", "1", "--init-lora-weights", "corda"), "--init-data");
+        assertFalse(Files.exists(dir.resolve("corda")));
+
+        Path pissa = dir.resolve("pissa");
+        Path initial = dir.resolve("pissa-initial");
+        r = run("train", "--model", model(), "--data", data, "--out", pissa.toString(), "--max-steps", "2",
+                "--per-device-train-batch-size", "4", "--target-modules", "q_proj,v_proj", "--init-lora-weights",
+                "pissa", "--path-initial-model-for-weight-conversion", initial.toString());
+        assertEquals(0, r.code(), r.err());
+        JsonNode converted = new ObjectMapper().readTree(pissa.resolve("adapter_config.json").toFile());
+        assertEquals(16, converted.get("r").asInt());
+        assertEquals(32.0, converted.get("lora_alpha").asDouble());
+        assertTrue(converted.get("init_lora_weights").asBoolean());
+        JsonNode start = new ObjectMapper().readTree(initial.resolve("adapter_config.json").toFile());
+        assertTrue(start.get("init_lora_weights").asBoolean());
+        try (NamedTensors adapter = SafeTensors.read(pissa.resolve("adapter_model.safetensors"));
+                Tensor a = adapter.get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")) {
+            assertEquals(16, a.shape()[0]);
         }
     }
 
