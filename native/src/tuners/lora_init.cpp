@@ -433,8 +433,9 @@ std::vector<std::string> minimal_target_modules(const std::vector<std::string>& 
   for (const auto& t : std::set<std::string>(targets.begin(), targets.end())) items.emplace_back(suffixes(t), t);
   std::sort(items.begin(), items.end());
   std::set<std::string> required;
-  for (const auto& [item_suffixes, item] : items)
-    for (const auto& suffix : item_suffixes) {
+  for (const auto& entry : items) {
+    const std::string& item = entry.second;  // (a structured binding cannot be captured by the lambda in C++17)
+    for (const auto& suffix : entry.first) {
       if (required.count(suffix) || other_suffixes.count(suffix)) continue;
       bool covered = std::any_of(required.begin(), required.end(), [&](const std::string& r) {
         return item.size() > r.size() + 1 && item.compare(item.size() - r.size() - 1, r.size() + 1, "." + r) == 0;
@@ -444,6 +445,7 @@ std::vector<std::string> minimal_target_modules(const std::vector<std::string>& 
         break;
       }
     }
+  }
   if (required.empty()) return targets;
   return {required.begin(), required.end()};
 }
