@@ -483,6 +483,14 @@ ROWS: list[Row] = _base_rows() + [
     Row("glora_bert_vectors", "bert", "GLORA",
         dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
              init_weights=False), padding="right"),
+    # PSOFT's frozen A and B are the top-r SVD of each base weight, recomputed by peft4j (never saved)
+    Row("psoft_llama", "llama", "PSOFT", dict(r=8, psoft_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                              init_weights=False)),
+    # (psoft_svd "lowrank" is checked against PEFT's factors by test_psoft.cpp: with q = r its subspace is not
+    # converged, so PEFT's own reruns of such a row differ at 1e-4 at some seeds)
+    Row("psoft_bert_pissa_neumann", "bert", "PSOFT",
+        dict(r=8, psoft_alpha=8, target_modules=["query", "value"], ab_svd_init="pissa_init", use_cayley_neumann=True,
+             cayley_neumann_eps=0.9, init_weights=False), padding="right"),
     Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                             init_weights=False)),
     Row("deft_gpt2_qr", "gpt2", "DEFT",

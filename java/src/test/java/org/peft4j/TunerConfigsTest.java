@@ -55,6 +55,7 @@ import org.peft4j.config.PeanutConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.PsoftConfig;
 import org.peft4j.config.PstConfig;
 import org.peft4j.config.PveraConfig;
 import org.peft4j.config.RandLoraConfig;
@@ -194,7 +195,9 @@ class TunerConfigsTest {
                 Arguments.of("deft", "gpt2", DeftConfig.builder().r(4).alpha(8).targetModules("c_attn", "c_fc")
                         .fanInFanOut(true).initWeights(false).build()),
                 Arguments.of("glora", "llama", GloraConfig.builder().r(4).targetModules("q_proj", "v_proj")
-                        .initWeights(false).build())),
+                        .initWeights(false).build()),
+                Arguments.of("psoft", "llama", PsoftConfig.builder().r(8).psoftAlpha(16)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
