@@ -477,6 +477,14 @@ ROWS: list[Row] = _base_rows() + [
     Row("unilora_gpt2_save_indices", "gpt2", "UNILORA",
         dict(r=2, theta_d_length=300, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_indices=True,
              init_weights=False)),
+    # FRoD's shared bases V are saved (save_projection, the default): rebuilt from the weights they are eigenvectors of
+    # a matrix whose eigenvalues come in near pairs, so their rounding (and signs) are the LAPACK's; peft4j rebuilds U
+    # and λ_l from the weights and the loaded V, as PEFT does
+    Row("frod_llama", "llama", "FROD", dict(target_modules=["q_proj", "v_proj", "down_proj"], sparse_rate=0.05,
+                                            init_weights=False, progressbar=False)),
+    Row("frod_gpt2", "gpt2", "FROD",
+        dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, projection_prng_key=3, init_weights=False,
+             progressbar=False)),
     Row("glora_llama", "llama", "GLORA", dict(r=4, target_modules=["q_proj", "v_proj"], init_weights=False)),
     # (config_A_B "vector" or "constant" on BERT adds B_i · sum(x) to output i, and LayerNorm'd inputs sum to ~0: B's
     # gradient is rounding noise, so the A/B paths stay "lora" there)

@@ -109,7 +109,10 @@ inline std::vector<GeneratedCase> generated_cases() {
            {{"peft_type", "PVERA"}, {"r", 8}, {"d_initial", 1.0}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"deft_gpt2", "gpt2", {{"peft_type", "DEFT"}, {"r", 4}, {"target_modules", {"c_attn", "c_fc"}}}},
           {"glora_llama", "llama", {{"peft_type", "GLORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
-          {"psoft_llama", "llama", {{"peft_type", "PSOFT"}, {"r", 8}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}}};
+          {"psoft_llama", "llama", {{"peft_type", "PSOFT"}, {"r", 8}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          // (FRoD's init gives W back only up to f32 rounding: no identity)
+          {"frod_gpt2", "gpt2", {{"peft_type", "FROD"}, {"target_modules", {"c_attn", "c_fc"}}, {"sparse_rate", 0.05}},
+           false}};
 }
 
 // The peft_types the cases above run.

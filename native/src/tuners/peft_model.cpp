@@ -6,6 +6,7 @@
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/model_level.h"
+#include "peft4j/tuners/model_level_dicts.h"
 #include "peft4j/tuners/modules_to_save.h"
 
 namespace peft4j::tuners {
@@ -185,8 +186,7 @@ void PeftModel::remove_adapter(const std::string& name) {
       parent->replace_module(child, layer->base_layer());
     }
   }
-  for (const auto& child : tuner_->named_children())
-    if (auto* dict = dynamic_cast<AdapterDict*>(child.value().get())) dict->remove(name);
+  for (const auto& [path, dict] : model_level_dicts(*tuner_)) dict->remove(name);
   adapters_.erase(name);
   order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
   auto& active = state_->active;

@@ -32,6 +32,7 @@ import org.peft4j.config.DeftConfig;
 import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.FrodConfig;
 import org.peft4j.config.GloraConfig;
 import org.peft4j.config.GraloraConfig;
 import org.peft4j.config.HiraConfig;
@@ -197,7 +198,9 @@ class TunerConfigsTest {
                 Arguments.of("glora", "llama", GloraConfig.builder().r(4).targetModules("q_proj", "v_proj")
                         .initWeights(false).build()),
                 Arguments.of("psoft", "llama", PsoftConfig.builder().r(8).psoftAlpha(16)
-                        .targetModules("q_proj", "v_proj").initWeights(false).build())),
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("frod", "gpt2", FrodConfig.builder().targetModules("c_attn", "c_fc").fanInFanOut(true)
+                        .projectionPrngKey(3).initWeights(false).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
