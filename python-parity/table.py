@@ -491,6 +491,12 @@ ROWS: list[Row] = _base_rows() + [
     Row("glora_bert_vectors", "bert", "GLORA",
         dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
              init_weights=False), padding="right"),
+    # AdaMSS derives its frozen subspaces from the base weights (SVD and scikit-learn's K-means), recomputed by peft4j
+    Row("adamss_llama", "llama", "ADAMSS",
+        dict(r=16, num_subspaces=3, subspace_rank=2, target_modules=["q_proj", "v_proj"], init_weights=None)),
+    Row("adamss_bert_dynamic_rank", "bert", "ADAMSS",
+        dict(r=12, num_subspaces=4, subspace_rank=3, target_modules=["query", "value"], use_dynamic_rank=True,
+             svd_threshold=0.3, init_weights=None), padding="right"),
     # PSOFT's frozen A and B are the top-r SVD of each base weight, recomputed by peft4j (never saved)
     Row("psoft_llama", "llama", "PSOFT", dict(r=8, psoft_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
                                               init_weights=False)),

@@ -112,7 +112,9 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"psoft_llama", "llama", {{"peft_type", "PSOFT"}, {"r", 8}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
           // (FRoD's init gives W back only up to f32 rounding: no identity)
           {"frod_gpt2", "gpt2", {{"peft_type", "FROD"}, {"target_modules", {"c_attn", "c_fc"}}, {"sparse_rate", 0.05}},
-           false}};
+           false},
+          {"adamss_llama", "llama",
+           {{"peft_type", "ADAMSS"}, {"r", 16}, {"num_subspaces", 3}, {"subspace_rank", 2}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

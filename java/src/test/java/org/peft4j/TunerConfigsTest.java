@@ -20,6 +20,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.peft4j.config.AdaLoraConfig;
+import org.peft4j.config.AdamssConfig;
 import org.peft4j.config.AdapterBiasConfig;
 import org.peft4j.config.AdapterConfig;
 import org.peft4j.config.AdaptionPromptConfig;
@@ -200,7 +201,9 @@ class TunerConfigsTest {
                 Arguments.of("psoft", "llama", PsoftConfig.builder().r(8).psoftAlpha(16)
                         .targetModules("q_proj", "v_proj").initWeights(false).build()),
                 Arguments.of("frod", "gpt2", FrodConfig.builder().targetModules("c_attn", "c_fc").fanInFanOut(true)
-                        .projectionPrngKey(3).initWeights(false).build())),
+                        .projectionPrngKey(3).initWeights(false).build()),
+                Arguments.of("adamss", "llama", AdamssConfig.builder().r(16).numSubspaces(3).subspaceRank(2)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
