@@ -520,6 +520,51 @@ def _osf_float64_svd(peft_model):
                     frozen[adapter] = value.contiguous().to(weight.dtype)
 
 
+def _psoft_resvd(peft_model):
+    """PSOFT's frozen factors (_psoft_A_cache, _psoft_B_cache) rebuilt from a second, equally valid rounding of the
+    same SVD: PEFT does not save them, so an independent implementation recomputes them with its own SVD, whose
+    rounding moves the 3 steps of the rows that train PSOFT's R by far more than a 1-ulp nudge of R does (1e-4 on the
+    tiny llama, seed 777). psoft_svd "full": the float32 SVD of the transposed weight (another LAPACK path);
+    "lowrank": torch.svd_lowrank's steps in float64 from the same seeded float32 start. Each singular pair keeps the
+    sign of PEFT's: signs are LAPACK's choice, not rounding."""
+    torch = _torch()
+    from peft.utils.other import transpose
+
+    for module in peft_model.modules():
+        if not hasattr(module, "_psoft_A_cache"):
+            continue
+        for adapter in list(module._psoft_A_cache.keys()):
+            a32, b32 = module._psoft_A_cache[adapter], module._psoft_B_cache[adapter]
+            w = transpose(module.get_base_layer().weight.detach().double(), module.fan_in_fan_out)
+            r = module.r[adapter]
+            if module.psoft_svd[adapter] == "full":
+                v, s, uh = torch.linalg.svd(w.T.float(), full_matrices=False)
+                u, vh = uh.T.double(), v.T.double()
+                s = s.double()
+            else:  # torch.svd_lowrank's steps, the random start drawn in float32 as PEFT's call draws it
+                wide = w.shape[0] < w.shape[1]
+                m = w.T if wide else w
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(module.random_seed[adapter])
+                    start = torch.randn(m.shape[-1], r, dtype=torch.float32).double()
+                q = torch.linalg.qr(m @ start).Q
+                for _ in range(module.psoft_svd_lowrank_niter[adapter]):
+                    q = torch.linalg.qr(m.T @ q).Q
+                    q = torch.linalg.qr(m @ q).Q
+                u, s, vh = torch.linalg.svd(q.T @ m, full_matrices=False)
+                u = q @ u
+                if wide:
+                    u, vh = vh.T, u.T
+            u, s, vh = u[:, :r], s[:r] / module.scaling[adapter], vh[:r, :]
+            if module.ab_svd_init[adapter] == "psoft_init":
+                a, b = vh, u * s
+            else:
+                a, b = s.sqrt()[:, None] * vh, u * s.sqrt()
+            sign = torch.sign((b * b32.double()).sum(0))
+            module._psoft_A_cache[adapter] = (a * sign[:, None]).to(a32.dtype).contiguous()
+            module._psoft_B_cache[adapter] = (b * sign).to(b32.dtype).contiguous()
+
+
 def _arrow_model(row: Row, batch, seed: int, out_dir: Path, case_dir: Path, case: dict):
     """Row.arrow: the experts (each a LoRA from get_peft_model on a fresh copy of the base model, seeded
     seed + SEED_ADAPTER + k), saved under adapters/task_<i> and adapters/gks_<i>, then PEFT's create_arrow_model
@@ -597,6 +642,7 @@ def step3_deviation(pristine, batch, row: Row, case: dict, io: dict, seed: int, 
         else:
             nudged = _deepcopy(pristine) if k + 1 < NUDGE_DIRECTIONS else pristine
             _osf_float64_svd(nudged)
+            _psoft_resvd(nudged)
         with torch.no_grad():
             for p in nudged.parameters():
                 if p.requires_grad:

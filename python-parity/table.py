@@ -580,12 +580,34 @@ ROWS: list[Row] = _base_rows() + [
     Row("unilora_gpt2_save_indices", "gpt2", "UNILORA",
         dict(r=2, theta_d_length=300, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, save_indices=True,
              init_weights=False)),
+    # FRoD's shared bases V are saved (save_projection, the default): rebuilt from the weights they are eigenvectors of
+    # a matrix whose eigenvalues come in near pairs, so their rounding (and signs) are the LAPACK's; peft4j rebuilds U
+    # and λ_l from the weights and the loaded V, as PEFT does
+    Row("frod_llama", "llama", "FROD", dict(target_modules=["q_proj", "v_proj", "down_proj"], sparse_rate=0.05,
+                                            init_weights=False, progressbar=False)),
+    Row("frod_gpt2", "gpt2", "FROD",
+        dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, projection_prng_key=3, init_weights=False,
+             progressbar=False)),
     Row("glora_llama", "llama", "GLORA", dict(r=4, target_modules=["q_proj", "v_proj"], init_weights=False)),
     # (config_A_B "vector" or "constant" on BERT adds B_i · sum(x) to output i, and LayerNorm'd inputs sum to ~0: B's
     # gradient is rounding noise, so the A/B paths stay "lora" there)
     Row("glora_bert_vectors", "bert", "GLORA",
         dict(r=4, target_modules=["query", "value", "output.dense"], config_C="vector", config_D_E="vector",
              init_weights=False), padding="right"),
+    # AdaMSS derives its frozen subspaces from the base weights (SVD and scikit-learn's K-means), recomputed by peft4j
+    Row("adamss_llama", "llama", "ADAMSS",
+        dict(r=16, num_subspaces=3, subspace_rank=2, target_modules=["q_proj", "v_proj"], init_weights=None)),
+    Row("adamss_bert_dynamic_rank", "bert", "ADAMSS",
+        dict(r=12, num_subspaces=4, subspace_rank=3, target_modules=["query", "value"], use_dynamic_rank=True,
+             svd_threshold=0.3, init_weights=None), padding="right"),
+    # PSOFT's frozen A and B are the top-r SVD of each base weight, recomputed by peft4j (never saved)
+    Row("psoft_llama", "llama", "PSOFT", dict(r=8, psoft_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                              init_weights=False)),
+    # (psoft_svd "lowrank" is checked against PEFT's factors by test_psoft.cpp: with q = r its subspace is not
+    # converged, so PEFT's own reruns of such a row differ at 1e-4 at some seeds)
+    Row("psoft_bert_pissa_neumann", "bert", "PSOFT",
+        dict(r=8, psoft_alpha=8, target_modules=["query", "value"], ab_svd_init="pissa_init", use_cayley_neumann=True,
+             cayley_neumann_eps=0.9, init_weights=False), padding="right"),
     Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                             init_weights=False)),
     Row("deft_gpt2_qr", "gpt2", "DEFT",

@@ -108,7 +108,13 @@ inline std::vector<GeneratedCase> generated_cases() {
           {"pvera_llama", "llama",
            {{"peft_type", "PVERA"}, {"r", 8}, {"d_initial", 1.0}, {"target_modules", {"q_proj", "v_proj"}}}},
           {"deft_gpt2", "gpt2", {{"peft_type", "DEFT"}, {"r", 4}, {"target_modules", {"c_attn", "c_fc"}}}},
-          {"glora_llama", "llama", {{"peft_type", "GLORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}}};
+          {"glora_llama", "llama", {{"peft_type", "GLORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj"}}}},
+          {"psoft_llama", "llama", {{"peft_type", "PSOFT"}, {"r", 8}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}}},
+          // (FRoD's init gives W back only up to f32 rounding: no identity)
+          {"frod_gpt2", "gpt2", {{"peft_type", "FROD"}, {"target_modules", {"c_attn", "c_fc"}}, {"sparse_rate", 0.05}},
+           false},
+          {"adamss_llama", "llama",
+           {{"peft_type", "ADAMSS"}, {"r", 16}, {"num_subspaces", 3}, {"subspace_rank", 2}, {"target_modules", {"q_proj", "v_proj"}}}}};
 }
 
 // The peft_types the cases above run.

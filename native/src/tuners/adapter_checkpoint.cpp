@@ -8,6 +8,7 @@
 #include "peft4j/files.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/model_level.h"
+#include "peft4j/tuners/model_level_dicts.h"
 #include "peft4j/tuners/modules_to_save.h"
 #include "peft4j/tuners/peft_model.h"
 
@@ -69,10 +70,8 @@ std::vector<PeftModel::AdapterTensor> PeftModel::adapter_tensors(const std::stri
     }
   };
   // Model-level state (PEFT's BaseTuner attributes): "base_model.<dict>.<adapter>[.<param>]".
-  for (const auto& child : tuner_->named_children()) {
-    auto* dict = dynamic_cast<AdapterDict*>(child.value().get());
-    if (dict && dict->contains(name)) add_dict(*dict, "base_model." + child.key() + "." + name);
-  }
+  for (const auto& [path, dict] : model_level_dicts(*tuner_))
+    if (dict->contains(name)) add_dict(*dict, "base_model." + path + "." + name);
   for (const auto& t : out) model_level.insert(t.tensor.unsafeGetTensorImpl());
   // Methods acting on the whole model: tensors inside the model (adaption prompts) under PEFT's parameter names, and
   // the prompt encoder "prompt_encoder.<adapter>", whose file key is the virtual tokens' table.

@@ -89,13 +89,7 @@ OftRotation::OftRotation(int64_t blocks, int64_t block_size, int64_t in_features
 int64_t OftRotation::num_blocks() const { return block_share_ ? in_features_ / block_size_ : weight.size(0); }
 
 // The skew-symmetric matrices whose strict upper triangles are the rows of `vec`.
-at::Tensor OftRotation::skew(const at::Tensor& vec) const {
-  const int64_t b = block_size_;
-  at::Tensor flat = at::triu_indices(b, b, 1, vec.options().dtype(at::kLong));
-  flat = flat[0] * b + flat[1];
-  at::Tensor upper = at::zeros({vec.size(0), b * b}, vec.options()).index_copy(1, flat, vec).view({-1, b, b});
-  return upper - upper.transpose(-2, -1);
-}
+at::Tensor OftRotation::skew(const at::Tensor& vec) const { return orthogonal::skew(vec, block_size_); }
 
 at::Tensor OftRotation::upper(const at::Tensor& matrix) const {
   const int64_t b = block_size_;
@@ -124,25 +118,8 @@ at::Tensor OftRotation::current_weight() {
 
 at::Tensor OftRotation::blocks(const at::Tensor& w) const {
   at::Tensor q = skew(w);
-  const int64_t n = q.size(0);
   if (!neumann_) return orthogonal::cayley(q).to(w.scalar_type());
-  // PEFT's truncated series for k terms: I + 2Q + 2Q^2 + ... + 2Q^(k-2) + Q^(k-1) for k >= 4; k = 3 gives the
-  // same as k = 4, k = 2 gives I + 2Q and fewer terms the identity.
-  at::Tensor r = at::eye(block_size_, q.options()).repeat({n, 1, 1});
-  if (neumann_terms_ > 1) {
-    r = at::add(r, q, 2.0);
-    if (neumann_terms_ > 2) {
-      at::Tensor power = at::bmm(q, q);
-      r = at::add(r, power, 2.0);
-      for (int64_t i = 3; i < neumann_terms_ - 1; ++i) {
-        power = at::bmm(power, q);
-        r = at::add(r, power, 2.0);
-      }
-      power = at::bmm(power, q);
-      r = r + power;
-    }
-  }
-  return r;
+  return orthogonal::cayley_neumann(q, neumann_terms_);
 }
 
 at::Tensor OftRotation::rotate(const at::Tensor& x_in) {

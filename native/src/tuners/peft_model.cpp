@@ -6,6 +6,7 @@
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
 #include "peft4j/tuners/model_level.h"
+#include "peft4j/tuners/model_level_dicts.h"
 #include "peft4j/tuners/modules_to_save.h"
 #include "peft4j/tuners/trainable_token_indices.h"
 #include "peft4j/tuners/weight_tying.h"
@@ -261,8 +262,7 @@ void PeftModel::remove_adapter(const std::string& name) {
     if (layer->has_adapter(name)) layer->delete_adapter(name);
     if (layer->empty()) put_back(*base_, path, layer->base_layer());
   }
-  for (const auto& child : tuner_->named_children())
-    if (auto* dict = dynamic_cast<AdapterDict*>(child.value().get())) dict->remove(name);
+  for (const auto& [path, dict] : model_level_dicts(*tuner_)) dict->remove(name);
   adapters_.erase(name);
   order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
   auto& active = state_->active;

@@ -9,6 +9,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/models/conv1d.h"
+#include "peft4j/tuners/model_level_dicts.h"
 
 namespace peft4j::tuners {
 
@@ -217,6 +218,31 @@ std::shared_ptr<AdapterDict> model_level_dict(torch::nn::Module& tuner_module, c
   auto children = tuner_module.named_children();
   if (const auto* child = children.find(name)) return std::dynamic_pointer_cast<AdapterDict>(*child);
   return tuner_module.register_module(name, std::make_shared<AdapterDict>());
+}
+
+std::shared_ptr<AdapterDict> model_level_dict(torch::nn::Module& tuner_module, const std::string& group,
+                                              const std::string& name) {
+  auto children = tuner_module.named_children();
+  std::shared_ptr<torch::nn::Module> container;
+  if (const auto* child = children.find(group))
+    container = *child;
+  else
+    container = tuner_module.register_module(group, std::make_shared<torch::nn::Module>());
+  return model_level_dict(*container, name);
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<AdapterDict>>> model_level_dicts(torch::nn::Module& tuner_module) {
+  std::vector<std::pair<std::string, std::shared_ptr<AdapterDict>>> out;
+  for (const auto& child : tuner_module.named_children()) {
+    if (auto dict = std::dynamic_pointer_cast<AdapterDict>(child.value())) {
+      out.emplace_back(child.key(), dict);
+    } else if (!std::dynamic_pointer_cast<models::Model>(child.value())) {
+      for (const auto& inner : child.value()->named_children())
+        if (auto dict = std::dynamic_pointer_cast<AdapterDict>(inner.value()))
+          out.emplace_back(child.key() + "." + inner.key(), dict);
+    }
+  }
+  return out;
 }
 
 // ---- Tuner and registry ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.peft4j.config.AdaLoraConfig;
+import org.peft4j.config.AdamssConfig;
 import org.peft4j.config.AdapterBiasConfig;
 import org.peft4j.config.AdapterConfig;
 import org.peft4j.config.AdaptionPromptConfig;
@@ -32,6 +33,7 @@ import org.peft4j.config.DeftConfig;
 import org.peft4j.config.DeloraConfig;
 import org.peft4j.config.DiffPruningConfig;
 import org.peft4j.config.FourierFtConfig;
+import org.peft4j.config.FrodConfig;
 import org.peft4j.config.GloraConfig;
 import org.peft4j.config.GraloraConfig;
 import org.peft4j.config.HiraConfig;
@@ -55,6 +57,7 @@ import org.peft4j.config.PeanutConfig;
 import org.peft4j.config.PrefixTuningConfig;
 import org.peft4j.config.PromptEncoderConfig;
 import org.peft4j.config.PromptTuningConfig;
+import org.peft4j.config.PsoftConfig;
 import org.peft4j.config.PstConfig;
 import org.peft4j.config.PveraConfig;
 import org.peft4j.config.RandLoraConfig;
@@ -201,7 +204,13 @@ class TunerConfigsTest {
                 Arguments.of("deft", "gpt2", DeftConfig.builder().r(4).alpha(8).targetModules("c_attn", "c_fc")
                         .fanInFanOut(true).initWeights(false).build()),
                 Arguments.of("glora", "llama", GloraConfig.builder().r(4).targetModules("q_proj", "v_proj")
-                        .initWeights(false).build())),
+                        .initWeights(false).build()),
+                Arguments.of("psoft", "llama", PsoftConfig.builder().r(8).psoftAlpha(16)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build()),
+                Arguments.of("frod", "gpt2", FrodConfig.builder().targetModules("c_attn", "c_fc").fanInFanOut(true)
+                        .projectionPrngKey(3).initWeights(false).build()),
+                Arguments.of("adamss", "llama", AdamssConfig.builder().r(16).numSubspaces(3).subspaceRank(2)
+                        .targetModules("q_proj", "v_proj").initWeights(false).build())),
                 peft4jMethodConfigs().map(row -> Arguments.of(row.get()[0], "llama", row.get()[1])));
     }
 
