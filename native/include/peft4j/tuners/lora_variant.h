@@ -55,9 +55,9 @@ struct LoraVariantSpec {
   // Tuner::check_with_existing for every new LoRA adapter, with or without it).
   std::function<void(const std::string& adapter, const nlohmann::json& config, const models::ModelInputs& inputs,
                      const at::Tensor& rows, AdapterState& state)>
-      before_forward;
+      before_forward{};
   std::function<void(const nlohmann::json& config, const std::map<std::string, nlohmann::json>& existing)>
-      check_with_existing;
+      check_with_existing{};
 };
 
 // Each variant's .cpp registers itself from a static initialiser; a second spec for a field is Error(Internal).
