@@ -605,9 +605,11 @@ ROWS: list[Row] = _base_rows() + [
                                               init_weights=False)),
     # (psoft_svd "lowrank" is checked against PEFT's factors by test_psoft.cpp: with q = r its subspace is not
     # converged, so PEFT's own reruns of such a row differ at 1e-4 at some seeds)
+    # (not on query: on the tiny bert its R gets gradients of 1e-7..4e-6 at the start, so Adam's ±lr steps follow
+    # rounding's signs and moved R by 6e-2 at seed 94781; value and the attention output get ~1e-4)
     Row("psoft_bert_pissa_neumann", "bert", "PSOFT",
-        dict(r=8, psoft_alpha=8, target_modules=["query", "value"], ab_svd_init="pissa_init", use_cayley_neumann=True,
-             cayley_neumann_eps=0.9, init_weights=False), padding="right"),
+        dict(r=8, psoft_alpha=8, target_modules=["value", "attention.output.dense"], ab_svd_init="pissa_init",
+             use_cayley_neumann=True, cayley_neumann_eps=0.9, init_weights=False), padding="right"),
     Row("deft_llama", "llama", "DEFT", dict(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                             init_weights=False)),
     Row("deft_gpt2_qr", "gpt2", "DEFT",
