@@ -1,4 +1,5 @@
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/module_names.h"
 
 #include <algorithm>
 #include <regex>
@@ -30,10 +31,6 @@ bool is_linear_like(const torch::nn::Module& m) {
   return dynamic_cast<const torch::nn::LinearImpl*>(&m) || dynamic_cast<const models::Conv1DImpl*>(&m);
 }
 
-bool ends_with_component(const std::string& key, const std::string& name) {
-  return key == name || (key.size() > name.size() && key.compare(key.size() - name.size(), name.size(), name) == 0 &&
-                         key[key.size() - name.size() - 1] == '.');
-}
 
 // PEFT finds the layer index as the first number after one path component (or after layers_pattern).
 std::optional<int64_t> layer_index(const std::string& key, const std::optional<std::vector<std::string>>& patterns) {
@@ -282,14 +279,14 @@ std::vector<std::string> find_target_modules(models::Model& model, const nlohman
         excluded = full_match(ex->get<std::string>(), key, where(config, "exclude_modules"));
       } else {
         const auto names = config_strings(config, "exclude_modules");
-        for (const auto& e : *names) excluded = excluded || ends_with_component(key, e);
+        excluded = names_module(*names, key);
       }
       if (excluded) continue;
     }
     if (modules_to_save) {
       bool under = false;
       for (const auto& m : *modules_to_save)
-        if (std::regex_match(key, std::regex("(^|.*\\.)" + m + "($|\\..*)"))) under = true;
+        if (names_module_pattern(m, key)) under = true;
       if (under) continue;
     }
     bool hit;
@@ -300,8 +297,7 @@ std::vector<std::string> find_target_modules(models::Model& model, const nlohman
     } else {
       hit = std::count(target_names.begin(), target_names.end(), key) > 0;
       if (!hit) {
-        for (const auto& t : target_names)
-          if (ends_with_component(key, t)) hit = true;
+        hit = names_module(target_names, key);
         if (hit && layers) {
           auto index = layer_index(key, layers_pattern);
           hit = index && layers->count(*index);
@@ -327,6 +323,16 @@ std::pair<std::shared_ptr<torch::nn::Module>, std::string> parent_of(torch::nn::
     return {std::shared_ptr<torch::nn::Module>(&root, [](torch::nn::Module*) {}), path};
   }
   return {module_at(root, path.substr(0, dot)), path.substr(dot + 1)};
+}
+
+bool names_module(const std::vector<std::string>& names, const std::string& path) {
+  return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
+    return path == n || (path.size() > n.size() && path.compare(path.size() - n.size() - 1, n.size() + 1, "." + n) == 0);
+  });
+}
+
+bool names_module_pattern(const std::string& pattern, const std::string& path) {
+  return std::regex_match(path, std::regex("(^|.*\\.)" + pattern + "($|\\..*)"));
 }
 
 }  // namespace peft4j::tuners

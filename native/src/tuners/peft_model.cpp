@@ -5,6 +5,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/module_names.h"
 #include "peft4j/tuners/model_level.h"
 #include "peft4j/tuners/model_level_dicts.h"
 #include "peft4j/tuners/modules_to_save.h"

@@ -5,6 +5,7 @@
 
 #include "peft4j/error.h"
 #include "peft4j/tuners/config.h"
+#include "peft4j/tuners/module_names.h"
 #include "peft4j/tuners/tuner.h"
 #include "peft4j/warnings.h"
 
@@ -31,7 +32,7 @@ const void* weight_impl(torch::nn::Module& m) {
 void remove_tied_entries(nlohmann::json& names, const std::vector<std::string>& tied) {
   for (const auto& key : tied)
     for (auto it = names.begin(); it != names.end(); ++it)
-      if (std::regex_search(key, std::regex("^(^|.*\\.)" + it->get<std::string>() + "($|\\..*)"))) {
+      if (names_module_pattern(it->get<std::string>(), key)) {
         names.erase(it);
         break;
       }
@@ -42,12 +43,6 @@ void add_once(nlohmann::json& names, const std::string& name) {
 }
 
 }  // namespace
-
-bool names_module(const std::vector<std::string>& names, const std::string& path) {
-  return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
-    return path == n || (path.size() > n.size() && path.compare(path.size() - n.size() - 1, n.size() + 1, "." + n) == 0);
-  });
-}
 
 std::string input_embedding_path(models::Model& model) {
   torch::nn::Module* embedding = &model.input_embeddings();

@@ -34,7 +34,4 @@ struct TiedModules {
 // loaded config resolves to the same ties. Without it, nothing changes and nothing is tied.
 TiedModules ensure_weight_tying(nlohmann::json& config, models::Model& model);
 
-// Whether `path` is one of `names` or ends with ".<name>" (PEFT's _check_tied_module_exists).
-bool names_module(const std::vector<std::string>& names, const std::string& path);
-
 }  // namespace peft4j::tuners

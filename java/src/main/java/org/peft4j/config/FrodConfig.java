@@ -1,7 +1,6 @@
 package org.peft4j.config;
 
 import java.util.Map;
-import org.peft4j.PeftException;
 
 /**
  * FRoD: the adapted weight U (S + diag(lambda)) V^T per layer, with V shared by the layers of one module category
@@ -62,11 +61,7 @@ public final class FrodConfig extends TunerConfig {
 
         /** {@code sparse_rate}: the fraction of S's off-diagonal entries that train (default 0.01). */
         public Builder sparseRate(double sparseRate) {
-            if (!(sparseRate >= 0 && sparseRate <= 1)) {
-                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
-                        "sparse_rate must be in [0, 1], got " + sparseRate);
-            }
-            return set("sparse_rate", sparseRate);
+            return setFraction("sparse_rate", sparseRate);
         }
 
         /** {@code regularization_alpha}: the ridge term of the shared basis' inverses (default 1e-3). */

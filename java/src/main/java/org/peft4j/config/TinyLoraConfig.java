@@ -1,7 +1,6 @@
 package org.peft4j.config;
 
 import java.util.Map;
-import org.peft4j.PeftException;
 
 /**
  * TinyLoRA: LoRA-XS over the base weight's frozen rank-r SVD, with the r × r core spanned by fixed random projections
@@ -42,11 +41,7 @@ public final class TinyLoraConfig extends TunerConfig {
 
         /** {@code weight_tying}: 0 (every layer its own v, the default) to 1 (one v for all). */
         public Builder weightTying(double weightTying) {
-            if (!(weightTying >= 0 && weightTying <= 1)) {
-                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT,
-                        "weight_tying must be in [0, 1], got " + weightTying);
-            }
-            return set("weight_tying", weightTying);
+            return setFraction("weight_tying", weightTying);
         }
 
         /** {@code projection_seed}: the seed of the fixed projections (default 42). */

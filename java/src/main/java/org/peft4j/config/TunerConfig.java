@@ -77,6 +77,13 @@ public abstract class TunerConfig implements AdapterConfig {
             return set(name, p);
         }
 
+        protected final B setFraction(String name, double value) {
+            if (!(value >= 0 && value <= 1)) {
+                throw new PeftException(PeftException.Kind.INVALID_ARGUMENT, name + " must be in [0, 1], got " + value);
+            }
+            return set(name, value);
+        }
+
         protected final B setNames(String name, String... values) {
             return set(name, List.of(values));
         }
